@@ -1,0 +1,63 @@
+"""The command line: ``python -m datamint_lightning recipe=<name> [overrides]`` is a thin Hydra shell."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def _user_error(error: BaseException):
+    from datamint_lightning.errors import DatamintLightningError
+
+    while error is not None:  # Hydra's instantiate wraps errors raised in constructors
+        if isinstance(error, DatamintLightningError):
+            return error
+        error = error.__cause__
+    return None
+
+
+def _chosen_recipe() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get("recipe")
+
+
+def _run(cfg) -> Any:
+    from datamint_lightning.config import recipe_names
+    from datamint_lightning.training.pipeline import train
+
+    if _chosen_recipe() in (None, "null"):
+        print(f"error: choose a recipe with recipe=<name>; available: {', '.join(recipe_names())}", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        results = train(cfg)
+    except Exception as error:
+        user_error = _user_error(error)
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(_summary(results))
+    return results
+
+
+def _summary(results: dict[str, Any]) -> str:
+    lines = ["", "Training finished.", f"  MLflow run:      {results['run_id']}",
+             f"  best checkpoint: {results['best_checkpoint']}"]
+    lines += [f"  {name}: {value:.4f}" for name, value in sorted(results["test_results"].items())]
+    if results.get("registered_model_name"):
+        uri = f"models:/{results['registered_model_name']}/{results['registered_model_version']}"
+        lines += [f"  registered:      {uri}",
+                  f"  predict:         mlflow.pyfunc.load_model({uri!r}).predict(['slice.png'])"]
+    elif results.get("model_uri"):
+        lines.append(f"  model:           {results['model_uri']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    import hydra
+
+    from datamint_lightning.config import PRIMARY_CONFIG, prepare_hydra
+
+    app = hydra.main(config_path=prepare_hydra(), config_name=PRIMARY_CONFIG, version_base="1.3")(_run)
+    app()

@@ -1,0 +1,30 @@
+"""The built-in demo project: synthetic abdominal CT phantoms with liver, spleen and kidney labels."""
+
+from __future__ import annotations
+
+from datamint_lightning.data.phantom import LABELS, make_phantom
+from datamint_lightning.data.projects import Project, ProjectStore, Resource
+from datamint_lightning.data.volumes import nifti_bytes
+
+DEMO_PROJECT_NAME = "Liver CT Demo"
+DEMO_PATIENTS = 10
+
+
+def is_demo_project(name: str) -> bool:
+    return name.strip().lower() == DEMO_PROJECT_NAME.lower()
+
+
+def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS) -> Project:
+    """Create the deterministic demo project in ``store`` unless it is already there."""
+    if store.exists(DEMO_PROJECT_NAME):
+        return store.open(DEMO_PROJECT_NAME)
+    resources, files = [], {}
+    for index in range(patients):
+        patient = f"PHANTOM-{index:03d}"
+        phantom = make_phantom(seed=1000 + index)
+        image, label = f"volumes/{patient}/ct.nii.gz", f"volumes/{patient}/label.nii.gz"
+        files[image] = nifti_bytes(phantom.image, phantom.spacing)
+        files[label] = nifti_bytes(phantom.label, phantom.spacing)
+        resources.append(Resource(id=f"{patient}-CT", patient_id=patient, modality="CT", kind="volume",
+                                  image=image, label=label, spacing=phantom.spacing))
+    return store.create(DEMO_PROJECT_NAME, labels=dict(LABELS), resources=resources, files=files)

@@ -1,0 +1,29 @@
+"""User-facing errors: the CLI prints their message alone, without a stack trace."""
+
+
+class DatamintLightningError(Exception):
+    """An error caused by input the user controls (config, data, URIs); the message says what to fix."""
+
+
+class ConfigError(DatamintLightningError, ValueError):
+    """A configuration value is invalid."""
+
+
+class ProjectNotFoundError(DatamintLightningError, LookupError):
+    """A project name or id is not in the local project store."""
+
+
+class DataError(DatamintLightningError, ValueError):
+    """A data file or annotation is unreadable or inconsistent."""
+
+
+class TrackingError(DatamintLightningError, RuntimeError):
+    """The MLflow tracking store cannot be used."""
+
+
+class PackagingError(DatamintLightningError, RuntimeError):
+    """A trained model could not be packaged, verified or registered."""
+
+
+class PredictionError(DatamintLightningError, ValueError):
+    """A prediction request is invalid (input, mode or parameters)."""

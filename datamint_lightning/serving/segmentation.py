@@ -1,0 +1,51 @@
+"""Batched 2D segmentation inference shared by the packaged model and the registration check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datamint_lightning.data.preprocessing import Preprocessing
+
+
+@torch.inference_mode()
+def segment_slices(network: torch.nn.Module, preprocessing: Preprocessing, slices: np.ndarray,
+                   display_8bit: bool = False, batch_size: int = 16,
+                   device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) raw slices to a label map (N, H, W) uint8 and class probabilities (N, C, H, W) float32.
+
+    Logits are resized back to the input grid before the softmax, so masks follow the input's resolution.
+    """
+    height, width = slices.shape[-2:]
+    label_maps, probabilities = [], []
+    for start in range(0, len(slices), batch_size):
+        batch = preprocessing.prepare(slices[start:start + batch_size], display_8bit).to(device)
+        logits = network(batch).float()
+        if logits.shape[-2:] != (height, width):
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        probs = logits.softmax(dim=1)
+        probabilities.append(probs.cpu().numpy())
+        label_maps.append(probs.argmax(dim=1).to(torch.uint8).cpu().numpy())
+    return np.concatenate(label_maps), np.concatenate(probabilities)
+
+
+def mask_annotations(label_map: np.ndarray, probabilities: np.ndarray, labels: list[str], scope: str,
+                     threshold: float | None = None, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One segmentation annotation per label: its binary mask on the input grid and a mean confidence.
+
+    ``label_map``/``probabilities`` hold one image (H, W)/(C, H, W) or one volume (Z, H, W)/(Z, C, H, W).
+    """
+    class_axis = 0 if label_map.ndim == 2 else 1
+    annotations = []
+    for index, name in enumerate(labels, start=1):
+        class_probs = np.take(probabilities, index, axis=class_axis)
+        mask = label_map == index
+        if threshold is not None:
+            mask &= class_probs >= threshold
+        confidence = float(class_probs[mask].mean()) if mask.any() else 0.0
+        annotations.append({"type": "segmentation", "identifier": name, "scope": scope,
+                            "mask": mask.astype(np.uint8), "confidence": round(confidence, 6), **(extra or {})})
+    return annotations
