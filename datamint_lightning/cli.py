@@ -54,7 +54,15 @@ def _summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Sub-commands handled outside Hydra: ``python -m datamint_lightning projects list`` and the like.
+SUBCOMMANDS = {"projects": "datamint_lightning.data.project_cli", "tracking": "datamint_lightning.tracking.tracking_cli"}
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        import importlib
+
+        raise SystemExit(importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:]))
     import hydra
 
     from datamint_lightning.config import PRIMARY_CONFIG, prepare_hydra

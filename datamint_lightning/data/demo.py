@@ -14,14 +14,15 @@ def is_demo_project(name: str) -> bool:
     return name.strip().lower() == DEMO_PROJECT_NAME.lower()
 
 
-def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS) -> Project:
-    """Create the deterministic demo project in ``store`` unless it is already there."""
+def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS,
+                        shape: tuple[int, int, int] = (40, 128, 128)) -> Project:
+    """Create the deterministic demo project in ``store`` unless it is already there (smaller for tests)."""
     if store.exists(DEMO_PROJECT_NAME):
         return store.open(DEMO_PROJECT_NAME)
     resources, files = [], {}
     for index in range(patients):
         patient = f"PHANTOM-{index:03d}"
-        phantom = make_phantom(seed=1000 + index)
+        phantom = make_phantom(seed=1000 + index, shape=shape)
         image, label = f"volumes/{patient}/ct.nii.gz", f"volumes/{patient}/label.nii.gz"
         files[image] = nifti_bytes(phantom.image, phantom.spacing)
         files[label] = nifti_bytes(phantom.label, phantom.spacing)

@@ -33,6 +33,7 @@ class Resource:
     image: str
     label: str | None = None
     spacing: tuple[float, ...] | None = None
+    categories: tuple[str, ...] = ()  # image-level classes (one for multi-class, several for multi-label)
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -45,7 +46,8 @@ class Project:
     root: Path
     labels: dict[str, int]
     resources: tuple[Resource, ...]
-    task: str = "segmentation"
+    task: str = "segmentation"  # segmentation, classification or multilabel_classification
+    categories: tuple[str, ...] = ()  # the classification classes, in index order
 
     def path(self, relative: str) -> Path:
         return self.root / relative
@@ -85,7 +87,8 @@ class ProjectStore:
         return _load(found)
 
     def create(self, name: str, labels: dict[str, int], resources: list[Resource],
-               files: dict[str, Path | bytes], task: str = "segmentation") -> Project:
+               files: dict[str, Path | bytes], task: str = "segmentation",
+               categories: tuple[str, ...] = ()) -> Project:
         """Write a new project atomically; ``files`` maps each relative path in ``resources`` to a source."""
         if self._find(name) is not None:
             raise DataError(f"A project named {name!r} already exists in {self.root}.")
@@ -100,7 +103,7 @@ class ProjectStore:
                 else:
                     shutil.copyfile(source, target)
             header = {"id": str(uuid.uuid4()), "name": name, "task": task, "labels": labels,
-                      "resources": [asdict(r) for r in resources]}
+                      "categories": list(categories), "resources": [asdict(r) for r in resources]}
             (staging / PROJECT_FILE).write_text(json.dumps(header, indent=2))
             final = self.root / slugify(name)
             staging.rename(final)
@@ -136,7 +139,8 @@ class ProjectStore:
 
 def _load(path: Path) -> Project:
     header = ProjectStore._read_header(path)
-    resources = tuple(Resource(**{**r, "spacing": tuple(r["spacing"]) if r.get("spacing") else None})
-                      for r in header["resources"])
+    resources = tuple(Resource(**{**r, "spacing": tuple(r["spacing"]) if r.get("spacing") else None,
+                                  "categories": tuple(r.get("categories", ()))}) for r in header["resources"])
     return Project(id=header["id"], name=header["name"], root=path.parent, labels=dict(header["labels"]),
-                   resources=resources, task=header.get("task", "segmentation"))
+                   resources=resources, task=header.get("task", "segmentation"),
+                   categories=tuple(header.get("categories", ())))

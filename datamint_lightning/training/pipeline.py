@@ -49,6 +49,20 @@ def _config_record(cfg) -> tuple[dict[str, Any], str, list[str]]:
     return resolved, OmegaConf.to_yaml(OmegaConf.create(resolved)), overrides
 
 
+def _log_dataset_inputs(datamodule, run) -> None:
+    """Log each split as an MLflow dataset input (context train/val/test) when the datamodule describes them."""
+    describe = getattr(datamodule, "mlflow_datasets", None)
+    if describe is None:
+        return
+    import mlflow
+    from mlflow.entities import InputTag
+
+    datamodule.setup("fit")
+    for context, dataset in describe().items():
+        mlflow.MlflowClient(run.tracking_uri).log_inputs(run.run_id, datasets=[mlflow.entities.DatasetInput(
+            dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+
+
 def run_task(task) -> dict[str, Any]:
     """Run ``task`` end to end; the MLflow run ends FINISHED, FAILED (with the error) or KILLED."""
     import lightning as L
@@ -79,6 +93,7 @@ def run_task(task) -> dict[str, Any]:
                   "task": type(task).__name__, "output_dir": str(cfg.paths.output_dir)})
     if owner:
         run.log_config(resolved, yaml_text, overrides)
+        _log_dataset_inputs(datamodule, run)
         _announce(f"MLflow: {run.describe()}")
     status, failure = "FAILED", None
     try:

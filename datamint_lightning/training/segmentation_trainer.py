@@ -20,7 +20,8 @@ class SegmentationTrainer(TaskTrainer):
         check_input_size(datamodule.image_size, self.input_multiple)
 
     def package(self, checkpoint_path: str, datamodule, module, run) -> dict[str, Any]:
-        from datamint_lightning.packaging.registration import package_segmentation, register
+        from datamint_lightning.packaging.packager import package_segmentation
+        from datamint_lightning.packaging.registry import register
 
         options = self.cfg.packaging
         best = type(module).load_from_checkpoint(checkpoint_path, map_location="cpu", weights_only=True)

@@ -1,0 +1,41 @@
+"""Shared fixtures: every test session gets its own home (project store + embedded MLflow store)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tiny but real training settings for end-to-end tests (a full ResNet-34 UNet++ is too slow for CI).
+TINY_OVERRIDES = [
+    "data.image_size=64", "data.batch_size=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", "model.network.encoder_name=resnet18",
+    "model.network.encoder_depth=3", "model.network.decoder_channels=[32,16,8]", "data.augment=false",
+]
+TINY_DEMO = {"patients": 5, "shape": (16, 64, 64)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Point DATAMINT_LIGHTNING_HOME at a temporary folder and clear MLflow env for the whole session."""
+    home = tmp_path_factory.mktemp("dml_home")
+    saved = {k: os.environ.get(k) for k in ("DATAMINT_LIGHTNING_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    os.environ["DATAMINT_LIGHTNING_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(isolated_home: Path):
+    """The demo project, small (5 patients of 16x64x64) so end-to-end tests run in seconds."""
+    from datamint_lightning.data.demo import ensure_demo_project
+    from datamint_lightning.data.projects import ProjectStore
+
+    return ensure_demo_project(ProjectStore(), **TINY_DEMO)
