@@ -22,6 +22,15 @@ def _chosen_recipe() -> str | None:
     return HydraConfig.get().runtime.choices.get("recipe")
 
 
+def _use_hydra_logging() -> None:
+    import logging
+
+    import lightning  # noqa: F401  (its __init__ always adds a console handler of its own)
+
+    # Hydra already logs to the console and to <run dir>/<job>.log; a second handler prints every line twice.
+    logging.getLogger("lightning").handlers.clear()
+
+
 def _run(cfg) -> Any:
     from datamint_lightning.config import recipe_names
     from datamint_lightning.training.pipeline import train
@@ -29,6 +38,7 @@ def _run(cfg) -> Any:
     if _chosen_recipe() in (None, "null"):
         print(f"error: choose a recipe with recipe=<name>; available: {', '.join(recipe_names())}", file=sys.stderr)
         raise SystemExit(2)
+    _use_hydra_logging()
     try:
         results = train(cfg)
     except Exception as error:

@@ -20,6 +20,7 @@ from datamint_lightning.errors import DataError, ProjectNotFoundError
 from datamint_lightning.paths import home_dir
 
 PROJECT_FILE = "project.json"
+TASKS = ("segmentation", "classification", "multilabel_classification")
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class ProjectStore:
         self.root = Path(root).expanduser().resolve() if root else home_dir() / "projects"
 
     def names(self) -> list[str]:
-        return sorted(self._read_header(p)["name"] for p in self._project_files())
+        return sorted(row["name"] for row in self.list_projects() if "error" not in row)
 
     def exists(self, name_or_id: str) -> bool:
         return self._find(name_or_id) is not None
@@ -90,31 +91,53 @@ class ProjectStore:
                files: dict[str, Path | bytes], task: str = "segmentation",
                categories: tuple[str, ...] = ()) -> Project:
         """Write a new project atomically; ``files`` maps each relative path in ``resources`` to a source."""
-        if self._find(name) is not None:
-            raise DataError(f"A project named {name!r} already exists in {self.root}.")
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
-        try:
+        with self.draft(name) as draft:
             for relative, source in files.items():
-                target = staging / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(source, bytes):
-                    target.write_bytes(source)
-                else:
-                    shutil.copyfile(source, target)
-            header = {"id": str(uuid.uuid4()), "name": name, "task": task, "labels": labels,
-                      "categories": list(categories), "resources": [asdict(r) for r in resources]}
-            (staging / PROJECT_FILE).write_text(json.dumps(header, indent=2))
-            final = self.root / slugify(name)
-            staging.rename(final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return _load(final / PROJECT_FILE)
+                draft.write(relative, source)
+            for resource in resources:
+                draft.add(resource)
+            return draft.commit(labels, task=task, categories=categories)
 
-    def delete(self, name_or_id: str) -> None:
+    def draft(self, name: str) -> "ProjectDraft":
+        """A staging folder for a new project: files are written there and appear only on ``commit``."""
+        self._check_new_name(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        return ProjectDraft(self, name, Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root)))
+
+    def delete(self, name_or_id: str) -> Project:
+        """Remove a project; it is renamed away first, so it vanishes at once even if removal is interrupted."""
         project = self.open(name_or_id)
-        shutil.rmtree(project.root)
+        trash = self.root / f".deleting-{project.root.name}-{uuid.uuid4().hex[:8]}"
+        project.root.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        return project
+
+    def inspect(self, name_or_id: str) -> dict[str, Any]:
+        """Counts per label, category, split, patient and modality of one project (a JSON-ready dict)."""
+        return summarize(self.open(name_or_id))
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        """One line of facts per project; unreadable project files are listed with their error, not fatal."""
+        rows = []
+        for path in self._project_files():
+            try:
+                project = _load(path)
+            except DataError as error:
+                rows.append({"name": path.parent.name, "error": str(error), "root": str(path.parent)})
+                continue
+            rows.append({"name": project.name, "id": project.id, "task": project.task,
+                         "resources": len(project.resources), "patients": len(project.patients),
+                         "labels": list(project.labels), "categories": list(project.categories),
+                         "root": str(project.root)})
+        return rows
+
+    def _check_new_name(self, name: str) -> None:
+        if self._find(name) is not None:
+            raise DataError(f"A project named {name!r} already exists in {self.root}; delete it or choose "
+                            "another name.")
+        if (self.root / slugify(name)).exists():
+            raise DataError(f"Project name {name!r} maps to folder {self.root / slugify(name)}, which is already "
+                            "taken; choose another name.")
 
     def _project_files(self) -> list[Path]:
         if not self.root.is_dir():
@@ -124,7 +147,10 @@ class ProjectStore:
     def _find(self, name_or_id: str) -> Path | None:
         wanted = name_or_id.strip().lower()
         for path in self._project_files():
-            header = self._read_header(path)
+            try:
+                header = self._read_header(path)
+            except DataError:  # one damaged project must not hide the others
+                continue
             if wanted in (header["name"].lower(), header["id"].lower(), path.parent.name):
                 return path
         return None
@@ -138,9 +164,127 @@ class ProjectStore:
 
 
 def _load(path: Path) -> Project:
-    header = ProjectStore._read_header(path)
+    try:
+        return _parse(path, ProjectStore._read_header(path))
+    except (KeyError, TypeError, AttributeError) as error:
+        raise DataError(f"Project file {path} is damaged ({type(error).__name__}: {error}).") from error
+
+
+def _parse(path: Path, header: dict[str, Any]) -> Project:
     resources = tuple(Resource(**{**r, "spacing": tuple(r["spacing"]) if r.get("spacing") else None,
                                   "categories": tuple(r.get("categories", ()))}) for r in header["resources"])
     return Project(id=header["id"], name=header["name"], root=path.parent, labels=dict(header["labels"]),
                    resources=resources, task=header.get("task", "segmentation"),
                    categories=tuple(header.get("categories", ())))
+
+
+class ProjectDraft:
+    """A project being written: files go to a hidden staging folder, renamed into the store on ``commit``.
+
+    Used as a context manager, leaving the block without committing (an error) removes the staging folder, so
+    the store never holds a partial project.
+    """
+
+    def __init__(self, store: ProjectStore, name: str, staging: Path):
+        self.store, self.name, self.staging = store, name, staging
+        self.resources: list[Resource] = []
+
+    def write(self, relative: str, source: Path | bytes) -> None:
+        target = self.staging / relative
+        if self.staging.resolve() not in target.resolve().parents:
+            raise DataError(f"File path {relative!r} escapes the project folder.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            target.write_bytes(source)
+        else:
+            shutil.copyfile(source, target)
+
+    def add(self, resource: Resource) -> None:
+        if any(r.id == resource.id for r in self.resources):
+            raise DataError(f"Two resources share the id {resource.id!r}; resource ids must be unique.")
+        self.resources.append(resource)
+
+    def commit(self, labels: dict[str, int], task: str = "segmentation",
+               categories: tuple[str, ...] | list[str] = ()) -> Project:
+        if task not in TASKS:
+            raise DataError(f"Unknown task {task!r}; use one of {list(TASKS)}.")
+        header = {"id": str(uuid.uuid4()), "name": self.name, "task": task, "labels": dict(labels),
+                  "categories": list(categories), "resources": [asdict(r) for r in self.resources]}
+        (self.staging / PROJECT_FILE).write_text(json.dumps(header, indent=2))
+        self.store._check_new_name(self.name)  # another import may have taken the name meanwhile
+        final = self.store.root / slugify(self.name)
+        try:
+            self.staging.rename(final)  # atomic; fails rather than merging into an existing folder
+        except OSError as error:
+            raise DataError(f"Cannot store project {self.name!r} at {final}: {error}") from error
+        return _load(final / PROJECT_FILE)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> "ProjectDraft":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.staging.exists():  # not committed
+            self.discard()
+
+
+def _label_values_present(project: Project, resource: Resource) -> list[int]:
+    present = resource.metadata.get("label_values")
+    if present is None:  # projects written before importers recorded it (the demo): read the label map
+        import numpy as np
+
+        from datamint_lightning.data.volumes import read_nifti
+
+        label, _ = read_nifti(project.path(resource.label), dtype=np.int16)
+        present = np.unique(label).tolist()
+    return [int(v) for v in present]
+
+
+def _split_counts(project: Project) -> dict[str, Any]:
+    by_patient: dict[str, int] = {}
+    for resource in project.resources:
+        by_patient[resource.patient_id] = by_patient.get(resource.patient_id, 0) + 1
+    splits = {}
+    for path in sorted((project.root / "splits").glob("*.json")):
+        try:
+            assignment = json.loads(path.read_text())["patients"]
+        except (OSError, ValueError, KeyError) as error:
+            splits[path.stem] = {"error": f"unreadable split file {path}: {error}"}
+            continue
+        counts: dict[str, dict[str, int]] = {}
+        for patient, split in assignment.items():
+            entry = counts.setdefault(split, {"patients": 0, "resources": 0})
+            entry["patients"] += 1
+            entry["resources"] += by_patient.get(patient, 0)
+        splits[path.stem] = counts
+    return splits
+
+
+def summarize(project: Project) -> dict[str, Any]:
+    """Counts of a project: resources per modality/kind/label/category/patient and per persisted split."""
+    from collections import Counter
+
+    value_names = {v: n for n, v in project.labels.items()}
+    labels = {name: {"resources": 0, "patients": set()} for name in project.labels}
+    for resource in project.resources:
+        if resource.label is None:
+            continue
+        for value in _label_values_present(project, resource):
+            if value in value_names:
+                labels[value_names[value]]["resources"] += 1
+                labels[value_names[value]]["patients"].add(resource.patient_id)
+    categories = Counter(c for r in project.resources for c in r.categories)
+    return {
+        "name": project.name, "id": project.id, "task": project.task, "root": str(project.root),
+        "resources": len(project.resources), "patients": len(project.patients),
+        "annotated": sum(r.label is not None or bool(r.categories) for r in project.resources),
+        "modalities": dict(Counter(r.modality for r in project.resources)),
+        "kinds": dict(Counter(r.kind for r in project.resources)),
+        "labels": {n: {"value": project.labels[n], "resources": c["resources"], "patients": len(c["patients"])}
+                   for n, c in labels.items()},
+        "categories": {c: categories.get(c, 0) for c in project.categories},
+        "resources_per_patient": dict(sorted(Counter(r.patient_id for r in project.resources).items())),
+        "splits": _split_counts(project),
+    }

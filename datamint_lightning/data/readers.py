@@ -1,0 +1,338 @@
+"""Readers for clinical file formats, shared by the importers and the serving layer.
+
+Every reader returns arrays in the package's display orientation (see ``volumes.py``) and raises ``DataError``
+naming the file and the problem; pydicom, nrrd and Pillow are imported lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datamint_lightning.data.volumes import Spacing, to_display
+from datamint_lightning.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
+NON_IMAGE_MODALITIES = ("SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "PR", "KO", "REG")
+
+
+def sha256_file(*paths: str | Path) -> str:
+    """Content hash of one file, or of several in the given order (a DICOM series)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------- DICOM
+
+
+def read_dicom(path: str | Path, headers_only: bool = False):
+    """One DICOM dataset; files without the 128-byte preamble (older exports) are accepted when they parse."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=headers_only)
+    except InvalidDicomError:
+        pass
+    except Exception as error:
+        raise DataError(f"Cannot read DICOM file {path}: {error}") from error
+    try:
+        dataset = pydicom.dcmread(str(path), stop_before_pixels=headers_only, force=True)
+    except Exception as error:
+        raise DataError(f"{path} is not a readable DICOM file: {error}") from error
+    if "SOPClassUID" not in dataset and "Modality" not in dataset:
+        raise DataError(f"{path} is not a DICOM file (no DICOM header found).")
+    return dataset
+
+
+def _floats(dataset, keyword: str, path: Path | str, count: int) -> np.ndarray:
+    value = dataset.get(keyword)
+    if value is None or len(value) != count:
+        raise DataError(f"DICOM file {path} lacks {keyword}, needed to place it in its series.")
+    return np.array([float(v) for v in value])
+
+
+def _rescaled(dataset, path: Path | str) -> np.ndarray:
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # missing decoder plugins, truncated pixel data, ...
+        raise DataError(f"Cannot decode the pixel data of DICOM file {path}: {error}") from error
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    return pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One series in DICOM index order (slice, row, column) with the geometry to place voxels in the patient."""
+
+    array: np.ndarray  # (k, r, c) float32, modality units, slices ascending along ``normal``
+    origin: np.ndarray  # ImagePositionPatient of slice 0, LPS mm
+    row_dir: np.ndarray  # patient direction of increasing column index
+    col_dir: np.ndarray  # patient direction of increasing row index
+    normal: np.ndarray
+    spacing: Spacing  # (slice, row, column) mm
+    sop_uids: tuple[str, ...]
+    files: tuple[Path, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def axes(self) -> np.ndarray:
+        """3x3 matrix whose columns step one voxel along (c, r, k), in LPS mm."""
+        dk, dr, dc = self.spacing
+        return np.column_stack([self.row_dir * dc, self.col_dir * dr, self.normal * dk])
+
+    def patient_to_index(self, points_lps: np.ndarray) -> np.ndarray:
+        """(N, 3) LPS points to fractional (k, r, c) voxel indices."""
+        crk = np.linalg.solve(self.axes(), (np.asarray(points_lps, float) - self.origin).T).T
+        return crk[:, ::-1]
+
+    def to_display(self, volume_krc: np.ndarray) -> tuple[np.ndarray, Spacing]:
+        """This series' array, or a label map on its grid, in display orientation."""
+        affine = np.eye(4)
+        affine[:3, :3], affine[:3, 3] = self.axes(), self.origin
+        affine[:2] *= -1  # LPS -> RAS
+        return to_display(volume_krc.transpose(2, 1, 0), affine)
+
+
+def _order_slices(headers: list[tuple[Path, Any]], label: str) -> tuple[list[tuple[Path, Any]], float, np.ndarray]:
+    """Slices sorted along the normal; missing or duplicate slices are errors naming the files."""
+    orientation = _floats(headers[0][1], "ImageOrientationPatient", headers[0][0], 6)
+    for path, header in headers:
+        if not np.allclose(_floats(header, "ImageOrientationPatient", path, 6), orientation, atol=1e-3):
+            raise DataError(f"DICOM series {label}: {path} has a different ImageOrientationPatient than "
+                            f"{headers[0][0]}; a series must be one stack of parallel slices.")
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = [float(_floats(h, "ImagePositionPatient", p, 3) @ normal) for p, h in headers]
+    order = np.argsort(positions, kind="stable")
+    headers = [headers[i] for i in order]
+    positions = np.array(positions)[order]
+    if len(headers) == 1:
+        header = headers[0][1]
+        step = float(header.get("SpacingBetweenSlices") or header.get("SliceThickness") or 1.0)
+        return headers, step, normal
+    gaps = np.diff(positions)
+    for index in np.flatnonzero(gaps < 1e-3):
+        raise DataError(f"DICOM series {label} has duplicate slices at position {positions[index]:.2f} mm: "
+                        f"{headers[index][0]} and {headers[index + 1][0]}.")
+    step = float(np.median(gaps))
+    for index in np.flatnonzero(gaps > 1.5 * step):
+        missing = int(round(gaps[index] / step)) - 1
+        raise DataError(f"DICOM series {label} is missing {missing} slice(s) between {headers[index][0]} "
+                        f"({positions[index]:.2f} mm) and {headers[index + 1][0]} ({positions[index + 1]:.2f} mm); "
+                        f"the slice step elsewhere is {step:.2f} mm.")
+    return headers, step, normal
+
+
+def load_dicom_series(files: list[Path], label: str | None = None) -> DicomSeries:
+    """Read one series' files (already grouped by SeriesInstanceUID) into a ``DicomSeries``."""
+    if not files:
+        raise DataError("A DICOM series needs at least one file.")
+    headers = [(Path(p), read_dicom(p, headers_only=True)) for p in files]
+    first = headers[0][1]
+    label = label or str(first.get("SeriesInstanceUID", files[0]))
+    if int(first.get("NumberOfFrames", 1) or 1) > 1:
+        raise DataError(f"DICOM file {files[0]} is a multi-frame (enhanced) image; only single-frame series are "
+                        "supported by this reader.")
+    headers, step, normal = _order_slices(headers, label)
+    slices = []
+    for path, _ in headers:
+        pixels = _rescaled(read_dicom(path), path)
+        if pixels.ndim != 2:
+            raise DataError(f"DICOM file {path} has pixel shape {pixels.shape}; expected one grey-level frame.")
+        if slices and pixels.shape != slices[0].shape:
+            raise DataError(f"DICOM series {label}: {path} is {pixels.shape} but {headers[0][0]} is "
+                            f"{slices[0].shape}; every slice must have the same size.")
+        slices.append(pixels)
+    orientation = _floats(first, "ImageOrientationPatient", headers[0][0], 6)
+    row_spacing, col_spacing = (float(v) for v in _floats(first, "PixelSpacing", headers[0][0], 2))
+    metadata = {
+        "source_format": "dicom", "SeriesInstanceUID": str(first.get("SeriesInstanceUID", "")),
+        "StudyInstanceUID": str(first.get("StudyInstanceUID", "")), "PatientID": str(first.get("PatientID", "")),
+        "Modality": str(first.get("Modality", "")), "FrameOfReferenceUID": str(first.get("FrameOfReferenceUID", "")),
+        "SeriesDescription": str(first.get("SeriesDescription", "")),
+        "ImageOrientationPatient": orientation.tolist(), "slices": len(headers),
+        "original_spacing": [step, row_spacing, col_spacing],
+        "origin": _floats(headers[0][1], "ImagePositionPatient", headers[0][0], 3).tolist(),
+    }
+    return DicomSeries(
+        array=np.stack(slices), origin=np.array(metadata["origin"]), row_dir=orientation[:3],
+        col_dir=orientation[3:], normal=normal, spacing=(step, row_spacing, col_spacing),
+        sop_uids=tuple(str(h.get("SOPInstanceUID", "")) for _, h in headers),
+        files=tuple(p for p, _ in headers), metadata=metadata)
+
+
+def group_dicom_series(paths: list[Path]) -> tuple[dict[str, list[Path]], dict[str, list[Path]], list[tuple[Path, str]]]:
+    """Image series by SeriesInstanceUID, annotation objects (SEG, RTSTRUCT) by modality, and unreadable files."""
+    series: dict[str, list[Path]] = {}
+    annotations: dict[str, list[Path]] = {}
+    bad: list[tuple[Path, str]] = []
+    for path in paths:
+        try:
+            header = read_dicom(path, headers_only=True)
+        except DataError as error:
+            bad.append((path, str(error)))
+            continue
+        modality = str(header.get("Modality", ""))
+        if modality in NON_IMAGE_MODALITIES:
+            annotations.setdefault(modality, []).append(path)
+        elif "Rows" in header:
+            series.setdefault(str(header.get("SeriesInstanceUID", path)), []).append(path)
+    return series, annotations, bad
+
+
+def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
+    """A folder of one DICOM series as (display array (z, y, x) float32 in modality units, spacing, metadata)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
+    series, _, bad = group_dicom_series(files)
+    if series_uid is not None:
+        series = {uid: f for uid, f in series.items() if uid == series_uid}
+    if not series:
+        detail = f" ({bad[0][1]})" if bad else ""
+        raise DataError(f"No DICOM image series{' ' + series_uid if series_uid else ''} in {folder}{detail}.")
+    if len(series) > 1:
+        raise DataError(f"{folder} holds {len(series)} DICOM series ({', '.join(sorted(series))}); "
+                        "pass series_uid to pick one.")
+    loaded = load_dicom_series(next(iter(series.values())))
+    display, spacing = loaded.to_display(loaded.array)
+    metadata = {**loaded.metadata, "sha256": sha256_file(*loaded.files)}
+    return display.astype(np.float32, copy=False), spacing, metadata
+
+
+# --------------------------------------------------------------------------------------------------- NRRD
+
+_RAS_SIGNS = {"right": 1, "left": -1, "anterior": 1, "posterior": -1, "superior": 1, "inferior": -1}
+_SPACE_ALIASES = {"ras": "right-anterior-superior", "las": "left-anterior-superior",
+                  "lps": "left-posterior-superior", "scanner-xyz": "right-anterior-superior",
+                  "3d-right-handed": "right-anterior-superior"}
+
+
+def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
+    """An NRRD volume as (display array (z, y, x), spacing, metadata); Slicer segment names are kept."""
+    import nrrd
+
+    try:
+        data, header = nrrd.read(str(path))
+    except Exception as error:
+        raise DataError(f"Cannot read NRRD file {path}: {error}") from error
+    directions = header.get("space directions")
+    if directions is None:
+        spacings = header.get("spacings", [1.0] * data.ndim)
+        directions = np.diag([float(s) if np.isfinite(s) else 1.0 for s in spacings[-3:]])
+    directions = np.array([[np.nan] * 3 if d is None else d for d in directions], dtype=float)
+    spatial = [i for i, row in enumerate(directions) if np.isfinite(row).all()]
+    extra = [i for i in range(data.ndim) if i not in spatial]
+    if len(spatial) != 3 or any(data.shape[i] != 1 for i in extra):
+        raise DataError(f"NRRD file {path} has shape {data.shape} with {len(spatial)} spatial axes; expected one "
+                        "3D volume (export multi-layer segmentations as a label map).")
+    data = data.reshape([data.shape[i] for i in spatial]) if extra else data
+    space = str(header.get("space", "right-anterior-superior")).lower()
+    words = _SPACE_ALIASES.get(space, space).split("-")
+    if len(words) != 3 or any(w not in _RAS_SIGNS for w in words):
+        raise DataError(f"NRRD file {path} has space {space!r}; expected an anatomical space such as "
+                        "left-posterior-superior.")
+    signs = np.array([_RAS_SIGNS[w] for w in words], float)
+    affine = np.eye(4)
+    affine[:3, :3] = (directions[spatial] * signs).T
+    affine[:3, 3] = np.asarray(header.get("space origin", np.zeros(3)), float) * signs
+    display, spacing = to_display(data, affine)
+    segments = {}
+    for key, value in header.items():  # Slicer .seg.nrrd: Segment<N>_Name / Segment<N>_LabelValue
+        if key.startswith("Segment") and key.endswith("_Name"):
+            number = key[len("Segment"):-len("_Name")]
+            segments[str(value)] = int(header.get(f"Segment{number}_LabelValue", int(number) + 1))
+    metadata = {"source_format": "nrrd", "space": space, "original_affine_ras": affine.tolist(),
+                "original_spacing": list(spacing)}
+    if segments:
+        metadata["segments"] = segments
+    return display, spacing, metadata
+
+
+# --------------------------------------------------------------------------------------------------- 2D images
+
+
+@dataclass(frozen=True)
+class Image2D:
+    """A 2D image: pixels (H, W), whether they are already windowed 8-bit display values, spacing and tags."""
+
+    array: np.ndarray
+    display_8bit: bool
+    spacing: tuple[float, float]
+    metadata: dict[str, Any]
+
+
+def is_dicom_path(path: Path) -> bool:
+    if path.suffix.lower() in (".dcm", ".dicom", ".ima"):
+        return True
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return False
+    with open(path, "rb") as stream:  # DICOM Part 10 magic
+        return stream.read(132)[128:132] == b"DICM"
+
+
+def read_image(path: str | Path, mask: bool = False) -> Image2D:
+    """One 2D image (PNG/JPEG/TIFF/BMP or single-frame DICOM); ``mask=True`` keeps palette indices as values."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Image file {path} does not exist.")
+    return _read_dicom_image(path) if is_dicom_path(path) else _read_pillow(path, mask)
+
+
+def read_image_file(path: str | Path) -> tuple[np.ndarray, bool]:
+    """A 2D image as (array (H, W), display_8bit): True for 8-bit PNG/JPEG, False for DICOM / 16-bit sources."""
+    image = read_image(path)
+    return image.array, image.display_8bit
+
+
+def _read_dicom_image(path: Path) -> Image2D:
+    dataset = read_dicom(path)
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
+        raise DataError(f"DICOM file {path} has {dataset.NumberOfFrames} frames; expected a single 2D image.")
+    pixels = _rescaled(dataset, path)
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):  # colour (ultrasound, photos): luminance
+        pixels = pixels[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    if pixels.ndim != 2:
+        raise DataError(f"DICOM file {path} has pixel shape {pixels.shape}; expected a 2D image.")
+    spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing") or (1.0, 1.0)
+    metadata = {"source_format": "dicom", "PatientID": str(dataset.get("PatientID", "")),
+                "Modality": str(dataset.get("Modality", "")), "SOPInstanceUID": str(dataset.get("SOPInstanceUID", "")),
+                "SeriesInstanceUID": str(dataset.get("SeriesInstanceUID", "")),
+                "PhotometricInterpretation": str(dataset.get("PhotometricInterpretation", ""))}
+    return Image2D(pixels, False, (float(spacing[0]), float(spacing[1])), metadata)
+
+
+def _read_pillow(path: Path, mask: bool) -> Image2D:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            frames, mode = getattr(image, "n_frames", 1), image.mode
+            if frames > 1:
+                raise DataError(f"Image file {path} has {frames} frames; expected a single 2D image.")
+            if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                array, display = np.asarray(image).astype(np.float32), False
+            elif mask and mode in ("P", "L", "1"):
+                array, display = np.asarray(image).astype(np.uint8), True
+            elif mask and mode in ("RGB", "RGBA"):
+                rgb = np.asarray(image)[..., :3]
+                if not (rgb == rgb[..., :1]).all():
+                    raise DataError(f"Mask {path} is a colour image; save masks as grey-level label maps "
+                                    "(pixel value = label value) or one binary mask per label.")
+                array, display = rgb[..., 0].astype(np.uint8), True
+            else:
+                array, display = np.asarray(image.convert("L")), True
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise DataError(f"Cannot read image file {path}: {error}") from error
+    return Image2D(array, display, (1.0, 1.0), {"source_format": path.suffix.lower().lstrip("."), "mode": mode})
