@@ -1,4 +1,4 @@
-"""``DatamintDataModule``: a project's slices, split by patient, preprocessed once, ready for Lightning."""
+"""``DatamintDataModule``: a project's images, slices or volumes, split by patient, preprocessed once."""
 
 from __future__ import annotations
 
@@ -8,27 +8,35 @@ import lightning as L
 import numpy as np
 import torch
 
-from datamint_lightning.data.datasets import SliceDataset
+from datamint_lightning.data.datasets import ImageDataset, VolumeDataset
 from datamint_lightning.data.demo import ensure_demo_project, is_demo_project
-from datamint_lightning.data.preprocessing import Preprocessing
-from datamint_lightning.data.projects import Project, ProjectStore
-from datamint_lightning.data.slices import extract_slices, label_lookup
-from datamint_lightning.data.splits import SPLITS, load_or_create_split
+from datamint_lightning.data.preprocessing import Preprocessing, intensity_for
+from datamint_lightning.data.projects import Project, ProjectStore, Resource
+from datamint_lightning.data.slices import extract_slices, label_lookup, source_digests
+from datamint_lightning.data.splits import SPLITS, resolve_split
+from datamint_lightning.data.targets import CLASSIFICATION_TASKS, TASKS, check_categories, class_target
 from datamint_lightning.errors import ConfigError, DataError
 
 
 class DatamintDataModule(L.LightningDataModule):
-    """2D slices of a project's volumes with patient-wise, seeded, persisted splits.
+    """A project as Lightning data: 2D images/slices (``dims=2``) or 3D volumes with patch sampling (``dims=3``).
 
-    ``split`` gives the fractions per split (``{'train': .8, 'val': .1, 'test': .1}``); the assignment is
-    stored with the project the first time, so every re-run and DDP rank sees the same patients per split.
+    ``split`` is fractions (``{'train': .8, 'val': .1, 'test': .1}``), explicit patient lists per split, or a JSON
+    file; fraction splits are stored with the project the first time, so re-runs and DDP ranks agree.
+    ``labels`` names label-map labels (segmentation) or classes (classification); None takes all of them.
+    ``intensity`` is ``ct_window``, ``percentile`` or ``auto`` (CT window for CT projects, percentiles otherwise).
+    ``*_transforms`` are per-split random transforms (MONAI dict transforms or ``_target_`` mappings); the
+    training default is a mild augmentation for the task when ``augment`` is on.
     """
 
-    def __init__(self, project: str, labels: list[str], image_size: int, batch_size: int = 16,
-                 split: dict[str, float] | None = None, seed: int = 42, intensity: str = "ct_window",
+    def __init__(self, project: str, labels: list[str] | None = None, image_size: int = 256, batch_size: int = 16,
+                 split: Any = None, seed: int = 42, intensity: str = "ct_window",
                  window_center: float = 60.0, window_width: float = 400.0, empty_slice_fraction: float = 0.1,
                  augment: bool = True, num_workers: int = 0, pin_memory: bool | None = None,
-                 store_dir: str | None = None):
+                 store_dir: str | None = None, dims: int = 2, axis: int = 0, task: str | None = None,
+                 train_transforms: Any = None, val_transforms: Any = None, test_transforms: Any = None,
+                 patch_size: list[int] | None = None, samples_per_volume: int = 2,
+                 spacing: list[float] | None = None, cache_dir: str | None = None):
         super().__init__()
         if not project:
             raise ConfigError("data.project is empty; name a project from the project store.")
@@ -36,79 +44,168 @@ class DatamintDataModule(L.LightningDataModule):
             raise ConfigError(f"data.batch_size={batch_size} must be at least 1.")
         if not 0.0 <= empty_slice_fraction <= 1.0:
             raise ConfigError(f"data.empty_slice_fraction={empty_slice_fraction} must be within [0, 1].")
+        if dims not in (2, 3):
+            raise ConfigError(f"data.dims={dims} must be 2 (images and slices) or 3 (volumes).")
+        if axis not in (0, 1, 2):
+            raise ConfigError(f"data.axis={axis} must be 0 (axial), 1 (coronal) or 2 (sagittal).")
+        if task is not None and task not in TASKS:
+            raise ConfigError(f"data.task={task!r} is not one of {TASKS} (or null for the project's task).")
+        if dims == 3 and not patch_size:
+            raise ConfigError("data.dims=3 needs data.patch_size (z, y, x) for training patches.")
         self.project_name = project
-        self.labels = list(labels)
+        self.labels = list(labels) if labels else []
         self.batch_size = batch_size
-        self.split_fractions = dict(split or {"train": 0.8, "val": 0.1, "test": 0.1})
+        self.split_spec = split
         self.seed = seed
-        self.preprocessing = Preprocessing(int(image_size), intensity, float(window_center), float(window_width))
+        self._intensity = (intensity, float(window_center), float(window_width))
+        self._image_size = int(image_size)
+        self._preprocessing = None if intensity == "auto" else Preprocessing(
+            int(image_size), intensity, float(window_center), float(window_width))
         self.empty_slice_fraction = empty_slice_fraction
         self.augment = augment
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self.dims, self.axis, self._task = dims, axis, task
+        self.transform_specs = {"train": train_transforms, "val": val_transforms, "test": test_transforms}
+        self.patch_size, self.samples_per_volume = patch_size, int(samples_per_volume)
+        self.spacing = tuple(float(s) for s in spacing) if spacing else None
+        self.cache_dir = cache_dir
         self.store = ProjectStore(store_dir)
         self.project: Project | None = None
         self.patient_split: dict[str, str] = {}
-        self.datasets: dict[str, SliceDataset] = {}
+        self.datasets: dict[str, ImageDataset | VolumeDataset] = {}
+        self.split_resources: dict[str, list[Resource]] = {}
+        self.label_counts: dict[str, dict[str, int]] = {}
 
+    # ---- configuration resolved against the project ----------------------------------------------------------
     @property
     def image_size(self) -> int:
-        return self.preprocessing.image_size
+        return self._image_size
+
+    @property
+    def split_fractions(self) -> Any:  # the earlier name, kept for callers that print it
+        return self.split_spec
+
+    @property
+    def task(self) -> str:
+        return self._task or self.open_project().task
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The deterministic preprocessing (saved with the packaged model); ``auto`` resolves by modality."""
+        if self._preprocessing is None:
+            mode, center, width = self._intensity
+            modalities = {r.modality for r in self.open_project().resources}
+            self._preprocessing = Preprocessing(self._image_size, intensity_for(modalities), center, width)
+        return self._preprocessing
 
     def open_project(self) -> Project:
         """The named project; the demo is created on first use, but never stands in for another name."""
         if self.project is None:
             if is_demo_project(self.project_name):
                 ensure_demo_project(self.store)
-            self.project = self.store.open(self.project_name)
-            label_lookup(self.project, self.labels)  # fail early on unknown labels
+            project = self.store.open(self.project_name)
+            if not project.resources:
+                raise DataError(f"Project {project.name!r} ({project.root}) has no resources; import data first.")
+            task = self._task or project.task
+            if task in CLASSIFICATION_TASKS:
+                self.labels = self.labels or list(project.categories)
+                check_categories(project, self.labels)
+                if self.dims == 3:
+                    raise ConfigError("data.dims=3 supports segmentation only; classify with data.dims=2.")
+            else:
+                self.labels = self.labels or sorted(project.labels, key=project.labels.get)
+                label_lookup(project, self.labels)  # fail early on unknown labels
+            self.project = project
         return self.project
 
+    # ---- Lightning hooks ----------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        self.open_project()
+        # Rank 0 only: writes the split file first, so the other ranks read it rather than race to create it.
+        resolve_split(self.open_project(), self.split_spec, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
         project = self.open_project()
-        self.patient_split = load_or_create_split(project, self.split_fractions, self.seed)
-        lookup = label_lookup(project, self.labels)
-        parts: dict[str, list] = {s: [] for s in SPLITS}
-        for resource in project.resources:
-            slices = extract_slices(project, resource, lookup, self.preprocessing, self.empty_slice_fraction, self.seed)
-            parts[self.patient_split[resource.patient_id]].append((resource, slices))
-        for split, items in parts.items():
-            if not items:
-                continue
-            metadata = [{"resource_id": r.id, "patient_id": r.patient_id, "slice_index": int(i)}
-                        for r, s in items for i in s.slice_indices]
-            if not metadata:
-                raise DataError(f"The {split} split of project {project.name!r} has no slices with labels {self.labels}.")
-            transform = self._train_transform() if split == "train" and self.augment else None
-            self.datasets[split] = SliceDataset(np.concatenate([s.images for _, s in items]),
-                                                np.concatenate([s.labels for _, s in items]), metadata, transform)
+        self.patient_split = resolve_split(project, self.split_spec, self.seed)
+        self.split_resources = {s: [r for r in project.resources if self.patient_split[r.patient_id] == s]
+                                for s in SPLITS}
+        for split, resources in self.split_resources.items():
+            if resources:
+                self.datasets[split] = self._build(split, resources)
         for split in ("train", "val"):
             if split not in self.datasets:
-                raise DataError(f"The {split} split of project {project.name!r} is empty; "
-                                f"data.split={self.split_fractions} over {len(project.patients)} patient(s).")
+                raise DataError(f"The {split} split of project {project.name!r} is empty: data.split="
+                                f"{self.split_spec} over {len(project.patients)} patient(s) leaves it no patient.")
 
-    def _train_transform(self):
-        from monai.transforms import Compose, RandAffined, RandGaussianNoised, RandScaleIntensityd
+    def _build(self, split: str, resources: list[Resource]) -> ImageDataset | VolumeDataset:
+        if self.dims == 3:
+            return self._build_volumes(split, resources)
+        project, task = self.open_project(), self.task
+        lookup = label_lookup(project, self.labels) if task == "segmentation" else None
+        images, targets, metadata = [], [], []
+        for resource in resources:
+            target = None if lookup is not None else class_target(project, resource, self.labels, task)
+            if lookup is None and target is None:
+                continue  # multi-class: a class not requested
+            slices = extract_slices(project, resource, lookup, self.preprocessing, self.empty_slice_fraction,
+                                    self.seed, self.cache_dir, self.axis)
+            images.append(slices.images)
+            count = len(slices.slice_indices)
+            targets.append(slices.labels if lookup is not None else np.repeat(target[None], count, axis=0))
+            metadata += [{"resource_id": resource.id, "patient_id": resource.patient_id,
+                          "slice_index": int(i), "axis": self.axis if resource.kind == "volume" else 0}
+                         for i in slices.slice_indices]
+        if not metadata:
+            raise DataError(f"The {split} split of project {project.name!r} has no items with labels {self.labels}.")
+        stacked = np.concatenate(targets)
+        self.label_counts[split] = _count_labels(stacked, self.labels, task)
+        return ImageDataset(np.concatenate(images), stacked, metadata, self._transform(split))
 
-        return Compose([
-            RandAffined(keys=("image", "label"), prob=0.5, rotate_range=(0.2,), scale_range=(0.1, 0.1),
-                        translate_range=(8, 8), mode=("bilinear", "nearest"), padding_mode="zeros"),
-            RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
-            RandGaussianNoised(keys="image", std=0.02, prob=0.2),
-        ])
+    def _build_volumes(self, split: str, resources: list[Resource]) -> VolumeDataset:
+        from datamint_lightning.data.volume_items import prepare_volume
+
+        project = self.open_project()
+        lookup = label_lookup(project, self.labels)
+        files = [prepare_volume(project, r, lookup, self.preprocessing, self.spacing, self.cache_dir)
+                 for r in resources]
+        counts = dict.fromkeys(self.labels, 0)
+        for file in files:
+            with np.load(file) as stored:
+                present = set(stored["present"].tolist())
+            for index, name in enumerate(self.labels, start=1):
+                counts[name] += int(index in present)
+        self.label_counts[split] = counts
+        metadata = [{"resource_id": r.id, "patient_id": r.patient_id} for r in resources]
+        return VolumeDataset(files, metadata, self._transform(split))
+
+    def _transform(self, split: str):
+        from datamint_lightning.data import transforms
+
+        spec = self.transform_specs.get(split)
+        if split == "train":
+            if not self.augment:
+                spec = []
+            elif spec is None:
+                spec = transforms.default_train_transforms(self.task, self.dims)
+            if self.dims == 3:
+                spec = [*transforms.patch_sampler(self.patch_size, self.samples_per_volume), *spec]
+        return transforms.build(spec)
 
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
         if split not in self.datasets:
-            raise DataError(f"Project {self.project_name!r} has no {split} split (data.split={self.split_fractions}).")
+            raise DataError(f"Project {self.project_name!r} has no {split} split (data.split={self.split_spec}).")
         pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
-        return torch.utils.data.DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
-                                           num_workers=self.num_workers, pin_memory=pin,
-                                           persistent_workers=self.num_workers > 0)
+        options: dict[str, Any] = {"batch_size": self.batch_size}
+        if self.dims == 3:
+            from monai.data import list_data_collate
+
+            # Training patches (a list per volume) are flattened into one batch; whole volumes differ in shape.
+            options = {"batch_size": self.batch_size, "collate_fn": list_data_collate} if split == "train" \
+                else {"batch_size": 1}
+        return torch.utils.data.DataLoader(self.datasets[split], shuffle=shuffle, num_workers=self.num_workers,
+                                           pin_memory=pin, persistent_workers=self.num_workers > 0, **options)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
@@ -119,19 +216,62 @@ class DatamintDataModule(L.LightningDataModule):
     def test_dataloader(self):
         return self._loader("test" if "test" in self.datasets else "val", shuffle=False)
 
+    # ---- checks, summaries and lineage ----------------------------------------------------------------------
     def raw_examples(self, count: int = 4, split: str = "test") -> list[np.ndarray]:
-        """Unprocessed slices (native units, e.g. HU) from a held-out split, for checking a packaged model."""
+        """Unprocessed 2D slices (native units, e.g. HU) from a held-out split, for checking a packaged model."""
         from datamint_lightning.data.volumes import read_nifti
 
         self.setup()
         split = split if split in self.datasets else "val"
+        project = self.open_project()
+        if self.dims == 3:
+            picks = [{"resource_id": m["resource_id"], "slice_index": None, "axis": 0}
+                     for m in self.datasets[split].metadata[:count]]
+        else:
+            metadata = self.datasets[split].metadata
+            picks = metadata[:: max(1, len(metadata) // count)][:count]
+        resources = {r.id: r for r in project.resources}
         examples: list[np.ndarray] = []
-        for item in self.datasets[split].metadata[:: max(1, len(self.datasets[split]) // count)][:count]:
-            resource = next(r for r in self.project.resources if r.id == item["resource_id"])
-            volume, _ = read_nifti(self.project.path(resource.image))
-            examples.append(volume[item["slice_index"]])
+        for pick in picks:
+            volume, _ = read_nifti(project.path(resources[pick["resource_id"]].image))
+            volume = np.moveaxis(volume, pick["axis"], 0)
+            index = volume.shape[0] // 2 if pick["slice_index"] is None else pick["slice_index"]
+            examples.append(volume[index])
         return examples
 
     def summary(self) -> dict[str, Any]:
-        return {split: {"slices": len(ds), "patients": len({m["patient_id"] for m in ds.metadata})}
-                for split, ds in self.datasets.items()}
+        out = {}
+        for split, dataset in self.datasets.items():
+            out[split] = {"items": len(dataset), "patients": len({m["patient_id"] for m in dataset.metadata}),
+                          "resources": len(self.split_resources.get(split, ())),
+                          "label_counts": self.label_counts.get(split, {})}
+            if self.dims == 2:
+                out[split]["slices"] = len(dataset)
+        return out
+
+    def mlflow_datasets(self) -> dict[str, Any]:
+        """Each split as a ``DatamintMLflowDataset`` (digest from resource ids + file contents), keyed by context."""
+        from datamint_lightning.data.lineage import DatamintMLflowDataset
+
+        self.setup()
+        project = self.open_project()
+        shape = [1, self.image_size, self.image_size] if self.dims == 2 else [1, *self.patch_size]
+        described = {}
+        for split, dataset in self.datasets.items():
+            resources = self.split_resources[split]
+            hashes = {r.id: ":".join(d or "" for d in source_digests(project, r).values()) for r in resources}
+            described[split] = DatamintMLflowDataset(
+                project.id, project.name, split, resources, labels=self.labels, task=self.task,
+                content_hashes=hashes, label_counts=self.label_counts.get(split), items=len(dataset),
+                item_shape=shape, preprocessing=self.preprocessing.to_dict(), root=project.root)
+        return described
+
+
+def _count_labels(targets: np.ndarray, labels: list[str], task: str) -> dict[str, int]:
+    """label -> number of items holding it (label maps), of that class, or flagged with it (multi-hot)."""
+    if task == "segmentation":
+        flat = targets.reshape(len(targets), -1)
+        return {name: int((flat == index).any(axis=1).sum()) for index, name in enumerate(labels, start=1)}
+    if task == "multilabel_classification":
+        return {name: int(targets[:, i].sum()) for i, name in enumerate(labels)}
+    return {name: int((targets == i).sum()) for i, name in enumerate(labels)}

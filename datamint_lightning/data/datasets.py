@@ -1,23 +1,34 @@
-"""Map-style datasets yielding MONAI-style dict items (``image``, ``label`` and metadata)."""
+"""Map-style datasets yielding MONAI-style dict items: ``image``, ``label`` and metadata.
+
+``label`` is a (1, S, S) label map for segmentation, a class index for classification and a multi-hot float
+vector for multi-label classification. ``transform`` (per split, e.g. MONAI dictionary augmentations) runs on
+each item after the cached deterministic preprocessing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+Transform = Callable[[dict], Any]
 
-class SliceDataset(torch.utils.data.Dataset):
-    """Preprocessed 2D slices; ``transform`` (e.g. MONAI dict transforms) runs per item for augmentation."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, metadata: list[dict[str, Any]],
-                 transform: Callable[[dict], dict] | None = None):
-        if not (len(images) == len(labels) == len(metadata)):
-            raise ValueError("images, labels and metadata must have the same length")
-        self.images = torch.from_numpy(images)[:, None]  # (N, 1, S, S)
-        self.labels = torch.from_numpy(labels)[:, None]
+class ImageDataset(torch.utils.data.Dataset):
+    """Preprocessed 2D images/slices held in memory: ``images`` (N, S, S), ``targets`` label maps (N, S, S),
+    class indices (N,) or multi-hot rows (N, C)."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, metadata: list[dict[str, Any]],
+                 transform: Transform | None = None):
+        if not (len(images) == len(targets) == len(metadata)):
+            raise ValueError("images, targets and metadata must have the same length")
+        self.images = torch.from_numpy(np.ascontiguousarray(images))[:, None]  # (N, 1, S, S)
+        targets = torch.from_numpy(np.ascontiguousarray(targets))
+        self.segmentation = targets.ndim == 3
+        self.targets = targets[:, None] if self.segmentation else targets
         self.metadata = metadata
         self.transform = transform
 
@@ -25,15 +36,53 @@ class SliceDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = {"image": self.images[index], "label": self.labels[index], **self.metadata[index]}
+        item = {"image": self.images[index], "label": self.targets[index], **self.metadata[index]}
         if self.transform is not None:
             item = self.transform(item)
-            item["image"] = _plain(item["image"]).float()
-            item["label"] = _plain(item["label"])
-        item["label"] = item["label"].long()
+            item["image"] = plain(item["image"]).float()
+            item["label"] = plain(item["label"])
+        if self.segmentation or not item["label"].is_floating_point():
+            item["label"] = item["label"].long()
         return item
 
 
-def _plain(value: Any) -> torch.Tensor:
+SliceDataset = ImageDataset  # the earlier name
+
+
+class VolumeDataset(torch.utils.data.Dataset):
+    """Preprocessed 3D volumes read from their cache files per item: ``image``/``label`` as (1, Z, Y, X).
+
+    For training pass a patch sampler (e.g. ``RandCropByPosNegLabeld``) as ``transform``: it returns a list of
+    patch dicts per volume, which ``monai.data.list_data_collate`` flattens into one batch.
+    """
+
+    def __init__(self, files: Sequence[str | Path], metadata: list[dict[str, Any]],
+                 transform: Transform | None = None):
+        if len(files) != len(metadata):
+            raise ValueError("files and metadata must have the same length")
+        self.files = [Path(f) for f in files]
+        self.metadata = metadata
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | list[dict[str, Any]]:
+        with np.load(self.files[index]) as stored:
+            item = {"image": torch.from_numpy(stored["image"])[None],
+                    "label": torch.from_numpy(stored["label"])[None], **self.metadata[index]}
+        if self.transform is None:
+            return _finish(item)
+        out = self.transform(item)
+        return [_finish(o) for o in out] if isinstance(out, list) else _finish(out)
+
+
+def _finish(item: dict[str, Any]) -> dict[str, Any]:
+    item["image"] = plain(item["image"]).float()
+    item["label"] = plain(item["label"]).long()
+    return item
+
+
+def plain(value: Any) -> torch.Tensor:
     # MONAI returns MetaTensors; plain tensors collate faster and keep the batch free of metadata copies.
     return value.as_tensor() if hasattr(value, "as_tensor") else torch.as_tensor(value)

@@ -14,6 +14,13 @@ import numpy as np
 from datamint_lightning.errors import ConfigError
 
 INTENSITY_MODES = ("ct_window", "percentile")
+CALIBRATED_MODALITIES = ("CT",)  # modalities in physical units (HU), where a fixed window is meaningful
+
+
+def intensity_for(modalities: set[str] | list[str]) -> str:
+    """The intensity mode for ``intensity: auto``: a CT window when every resource is CT, else percentiles."""
+    modalities = {str(m).upper() for m in modalities}
+    return "ct_window" if modalities and modalities <= set(CALIBRATED_MODALITIES) else "percentile"
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,11 @@ class Preprocessing:
             return np.clip((image - low) / self.window_width, 0.0, 1.0)
         low, high = np.percentile(image, (0.5, 99.5), axis=(-2, -1), keepdims=True)
         return np.clip((image - low) / np.maximum(high - low, 1e-6), 0.0, 1.0)
+
+    def normalize_volume(self, volume: np.ndarray, display_8bit: bool = False) -> np.ndarray:
+        """A (z, y, x) volume to float32 in [0, 1]; percentiles are taken over the whole volume, not per slice."""
+        volume = np.asarray(volume, dtype=np.float32)
+        return self.normalize(volume.reshape(1, -1, volume.shape[-1]), display_8bit).reshape(volume.shape)
 
     def resize_images(self, batch):
         """(N, 1, H, W) float tensor to (N, 1, S, S), antialiased when shrinking."""

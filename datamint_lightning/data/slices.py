@@ -1,19 +1,17 @@
-"""2D axial slices of a project's volumes, preprocessed once and cached on disk."""
+"""2D items of a project: 2D images and slices of volumes along a chosen axis, preprocessed once and cached."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from datamint_lightning.data.cache import ArrayCache, cache_key, file_digest
 from datamint_lightning.data.preprocessing import Preprocessing
 from datamint_lightning.data.projects import Project, Resource
 from datamint_lightning.data.volumes import read_nifti
 from datamint_lightning.errors import DataError
-from datamint_lightning.paths import home_dir
 
 
 def label_lookup(project: Project, labels: list[str]) -> np.ndarray:
@@ -30,26 +28,27 @@ def label_lookup(project: Project, labels: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SliceSet:
-    """Preprocessed slices of one volume: images (n, S, S) float32 in [0, 1], labels (n, S, S) uint8."""
+    """Preprocessed slices of one resource: images (n, S, S) float32 in [0, 1], labels (n, S, S) uint8 or None."""
 
     images: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None
     slice_indices: np.ndarray
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def source_digests(project: Project, resource: Resource) -> dict[str, str | None]:
+    """Content digests of a resource's stored files (what cache keys and lineage digests are made of)."""
+    return {"image": file_digest(project.path(resource.image)),
+            "label": file_digest(project.path(resource.label)) if resource.label else None}
 
 
-def _read_pair(project: Project, resource: Resource) -> tuple[np.ndarray, np.ndarray]:
-    if resource.kind != "volume" or resource.label is None:
-        raise DataError(f"Resource {resource.id} of project {project.name!r} is a {resource.kind} without a "
-                        "label volume; slice datasets need volumes with label maps.")
+def read_resource(project: Project, resource: Resource, with_label: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """A resource's (z, y, x) image and, when asked, its label map, checked to share one grid and known values."""
     image, _ = read_nifti(project.path(resource.image))
+    if not with_label:
+        return image, None
+    if resource.label is None:
+        raise DataError(f"Resource {resource.id} of project {project.name!r} has no label map; segmentation "
+                        "needs one for every resource.")
     label, _ = read_nifti(project.path(resource.label), dtype=np.int16)
     if image.shape != label.shape:
         raise DataError(f"Image {resource.image} has shape {image.shape} but its label {resource.label} has "
@@ -62,34 +61,47 @@ def _read_pair(project: Project, resource: Resource) -> tuple[np.ndarray, np.nda
     return image, label
 
 
-def extract_slices(project: Project, resource: Resource, lookup: np.ndarray, preprocessing: Preprocessing,
-                   empty_slice_fraction: float, seed: int, cache_dir: Path | None = None) -> SliceSet:
-    """Slices with any requested label, plus a seeded fraction of the others, windowed and resized."""
-    key_source = json.dumps({
-        "image": _file_digest(project.path(resource.image)), "label": _file_digest(project.path(resource.label)),
-        "lookup": lookup.tolist(), "preprocessing": preprocessing.to_dict(),
-        "empty_slice_fraction": empty_slice_fraction, "seed": seed, "version": 1}, sort_keys=True)
-    cache_dir = cache_dir or home_dir() / "cache" / "slices"
-    cache_file = cache_dir / f"{hashlib.sha256(key_source.encode()).hexdigest()[:32]}.npz"
-    if cache_file.exists():
-        with np.load(cache_file) as cached:
-            return SliceSet(cached["images"], cached["labels"], cached["slice_indices"])
+def extract_slices(project: Project, resource: Resource, lookup: np.ndarray | None, preprocessing: Preprocessing,
+                   empty_slice_fraction: float, seed: int, cache_dir: str | Path | None = None,
+                   axis: int = 0) -> SliceSet:
+    """The resource's 2D items, windowed and resized, read from the cache when the same inputs were seen before.
 
-    image, label = _read_pair(project, resource)
-    label = lookup[np.clip(label, 0, 255).astype(np.uint8)]
-    annotated = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
-    empty = np.setdiff1d(np.arange(label.shape[0]), annotated)
-    rng = np.random.default_rng(seed)
-    keep_empty = rng.choice(empty, size=int(round(len(empty) * empty_slice_fraction)), replace=False)
-    indices = np.sort(np.concatenate([annotated, keep_empty])).astype(np.int64)
+    With a ``lookup`` (segmentation) slices holding a requested label are kept plus a seeded
+    ``empty_slice_fraction`` of the others; without one (classification) every slice is kept. A 2D image
+    (``kind="image"``) is one slice whatever the ``axis``.
+    """
+    if resource.kind == "image":
+        axis = 0
+    if axis not in (0, 1, 2):
+        raise DataError(f"Slice axis {axis} must be 0 (axial), 1 (coronal) or 2 (sagittal).")
+    display_8bit = bool(resource.metadata.get("display_8bit", False))
+    cache = ArrayCache(cache_dir, "slices")
+    key = cache_key(sources=source_digests(project, resource) if lookup is not None
+                    else {"image": file_digest(project.path(resource.image))},
+                    lookup=None if lookup is None else lookup.tolist(), preprocessing=preprocessing.to_dict(),
+                    display_8bit=display_8bit, empty_slice_fraction=empty_slice_fraction, seed=seed, axis=axis)
+    cached = cache.get(key)
+    if cached is not None:
+        return SliceSet(cached["images"], cached.get("labels"), cached["slice_indices"])
+
+    image, label = read_resource(project, resource, with_label=lookup is not None)
+    image = np.moveaxis(image, axis, 0)
+    if label is None:
+        indices = np.arange(image.shape[0], dtype=np.int64)
+    else:
+        label = np.moveaxis(lookup[np.clip(label, 0, 255).astype(np.uint8)], axis, 0)
+        annotated = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
+        empty = np.setdiff1d(np.arange(label.shape[0]), annotated)
+        rng = np.random.default_rng(seed)
+        keep_empty = rng.choice(empty, size=int(round(len(empty) * empty_slice_fraction)), replace=False)
+        indices = np.sort(np.concatenate([annotated, keep_empty])).astype(np.int64)
 
     import torch
 
-    images = preprocessing.prepare(image[indices]).squeeze(1).numpy()
-    labels = preprocessing.resize_labels(torch.from_numpy(label[indices])[:, None]).squeeze(1).numpy()
-    result = SliceSet(images.astype(np.float32), labels.astype(np.uint8), indices)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache_file.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp.npz")
-    np.savez(partial, images=result.images, labels=result.labels, slice_indices=result.slice_indices)
-    partial.replace(cache_file)
-    return result
+    arrays = {"images": preprocessing.prepare(image[indices], display_8bit).squeeze(1).numpy().astype(np.float32),
+              "slice_indices": indices}
+    if label is not None:
+        resized = preprocessing.resize_labels(torch.from_numpy(np.ascontiguousarray(label[indices]))[:, None])
+        arrays["labels"] = resized.squeeze(1).numpy().astype(np.uint8)
+    cache.put(key, arrays)
+    return SliceSet(arrays["images"], arrays.get("labels"), indices)

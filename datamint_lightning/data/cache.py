@@ -1,0 +1,77 @@
+"""The on-disk preprocessing cache: arrays keyed by source-file content and the preprocessing config.
+
+A key is the SHA-256 of a JSON description that names the *content* digests of the source files (never their
+paths or times) and every setting that changes the output, so an edited file or a changed transform gets a new
+key and is never served stale. Entries are written to a unique temporary file and renamed into place, so
+concurrent writers (DDP ranks, parallel runs) never expose half a file; a damaged entry is treated as a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datamint_lightning.paths import home_dir
+
+CACHE_VERSION = 2  # bump when the cached arrays change meaning
+
+# (path, size, mtime_ns, inode) -> sha256: hashing a file again in the same process only when it changed.
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (memoised per process while its size, mtime and inode are unchanged)."""
+    path = Path(path)
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if memo not in _DIGESTS:
+        with open(path, "rb") as stream:
+            _DIGESTS[memo] = hashlib.file_digest(stream, "sha256").hexdigest()
+    return _DIGESTS[memo]
+
+
+def cache_key(**parts: Any) -> str:
+    """A stable key for the JSON-serialisable ``parts`` (content digests and settings)."""
+    text = json.dumps({**parts, "cache_version": CACHE_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class ArrayCache:
+    """Named numpy arrays per key, one uncompressed ``.npz`` file each, under ``root``."""
+
+    def __init__(self, root: str | Path | None = None, kind: str = "slices"):
+        self.root = (Path(root) if root else home_dir() / "cache") / kind
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.npz"
+
+    def get(self, key: str, members: tuple[str, ...] | None = None) -> dict[str, np.ndarray] | None:
+        """The arrays (or only ``members``) stored under ``key``, or None when absent or unreadable."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return {name: stored[name] for name in (members or stored.files)}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            return None
+
+    def put(self, key: str, arrays: dict[str, np.ndarray]) -> Path:
+        """Store ``arrays`` under ``key`` atomically; the last of several identical writers wins."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, **arrays)
+            os.replace(partial, self.path(key))
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+        return self.path(key)
