@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ def verify_package(model_uri: str, expected: list[np.ndarray], examples: list[np
     """Reload the logged model and compare its masks with the checkpoint's; returns the agreement (0..1)."""
     from datamint_lightning.packaging.flavor import load_model
 
-    actual = _predict_masks(load_model(model_uri, device="cpu").predict(examples))
+    actual = _predict_masks(load_model(model_uri, device="cpu").predict(examples)) if examples else []
     agreement = float(np.mean([np.mean(a == e) for a, e in zip(actual, expected)])) if examples else 1.0
     if len(actual) != len(expected) or agreement < 0.999:
         raise PackagingError(f"The packaged model {model_uri} disagrees with its checkpoint on held-out slices "
@@ -37,33 +39,83 @@ def verify_package(model_uri: str, expected: list[np.ndarray], examples: list[np
     return agreement
 
 
-def package_segmentation(network, network_config: dict[str, Any], labels: list[str], preprocessing,
-                         run_id: str, examples: list[np.ndarray], model_settings: dict[str, Any] | None = None,
-                         metadata: dict[str, Any] | None = None) -> PackagedModel:
-    """Log ``network`` as a Datamint segmentation model to ``run_id`` and check it reproduces ``network``."""
+def request_example(array: np.ndarray, params: dict[str, Any], max_side: int = 64) -> tuple[list[dict], dict]:
+    """A small JSON-request input example (``array_b64`` form) from ``array``, strided down to ``max_side``."""
+    step = max(1, math.ceil(max(array.shape[-2:]) / max_side))
+    small = np.ascontiguousarray(np.asarray(array, dtype="<f4")[..., ::step, ::step])
+    item = {"array_b64": base64.b64encode(small.tobytes()).decode("ascii"), "dtype": "float32",
+            "shape": list(small.shape)}
+    return [item], params
+
+
+def write_model_files(folder: str | Path, spec: dict[str, Any], network) -> dict[str, str]:
+    """``model_spec`` (JSON) and ``weights`` (safetensors) artifacts for ``network`` in ``folder``."""
     from safetensors.torch import save_file
 
+    from datamint_lightning.serving.segmentation_model import SPEC_ARTIFACT, WEIGHTS_ARTIFACT
+
+    spec_path, weights_path = Path(folder) / "model_spec.json", Path(folder) / "weights.safetensors"
+    spec_path.write_text(json.dumps(spec, indent=2))
+    save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(weights_path))
+    return {SPEC_ARTIFACT: str(spec_path), WEIGHTS_ARTIFACT: str(weights_path)}
+
+
+def segmentation_specs(labels: list[str], scope: str) -> list[dict[str, Any]]:
+    return [{"identifier": name, "type": "segmentation", "scope": scope, "required": False} for name in labels]
+
+
+def package_segmentation(network, network_config: dict[str, Any], labels: list[str], preprocessing,
+                         run_id: str, examples: list[np.ndarray], model_settings: dict[str, Any] | None = None,
+                         metadata: dict[str, Any] | None = None, registered_model_name: str | None = None,
+                         input_example: Any = None) -> PackagedModel:
+    """Log ``network`` as a Datamint segmentation model to ``run_id`` and check it reproduces ``network``.
+
+    The input example defaults to the first example slice (strided to 64 px) in the JSON request form.
+    """
     from datamint_lightning.packaging.flavor import log_model
     from datamint_lightning.serving.segmentation import mask_annotations, segment_slices
-    from datamint_lightning.serving.segmentation_model import (SPEC_ARTIFACT, WEIGHTS_ARTIFACT,
-                                                               DatamintSegmentationModel)
+    from datamint_lightning.serving.segmentation_model import DatamintSegmentationModel
+    from datamint_lightning.serving.settings import ModelSettings
 
     network = network.eval().cpu()
     expected = []
     for example in examples:
         label_map, probs = segment_slices(network, preprocessing, example[None])
         expected.append(np.stack([a["mask"] for a in mask_annotations(label_map[0], probs[0], labels, "image")]))
-    settings = {"need_gpu": False, "batch_size": 16, **(model_settings or {})}
+    settings = ModelSettings.from_dict({"need_gpu": False, "batch_size": 16, "input_size": [preprocessing.image_size] * 2,
+                                        **(model_settings or {})}).to_dict()
+    if input_example is None and examples:
+        input_example = request_example(examples[0], {"mode": "image"})
     with tempfile.TemporaryDirectory() as folder:
-        spec_path, weights_path = Path(folder) / "model_spec.json", Path(folder) / "weights.safetensors"
         spec = {"network": {**network_config, "encoder_weights": None}, "labels": labels,
                 "preprocessing": preprocessing.to_dict(), "settings": settings}
-        spec_path.write_text(json.dumps(spec, indent=2))
-        save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(weights_path))
-        info = log_model(DatamintSegmentationModel,
-                         artifacts={SPEC_ARTIFACT: str(spec_path), WEIGHTS_ARTIFACT: str(weights_path)},
-                         annotation_specs=[{"identifier": name, "type": "segmentation", "scope": "image",
-                                            "required": False} for name in labels],
-                         model_settings=settings, run_id=run_id, metadata=metadata)
+        info = log_model(DatamintSegmentationModel, artifacts=write_model_files(folder, spec, network),
+                         annotation_specs=segmentation_specs(labels, "image"), model_settings=settings, run_id=run_id,
+                         metadata=metadata, registered_model_name=registered_model_name, input_example=input_example)
     verify_package(info.model_uri, expected, examples)
-    return PackagedModel(info.model_uri, getattr(info, "model_id", None))
+    version = getattr(info, "registered_model_version", None)
+    return PackagedModel(info.model_uri, getattr(info, "model_id", None), registered_model_name,
+                         str(version) if version else None)
+
+
+def volume_segmentation_artifacts(folder: str | Path, network, network_config: dict[str, Any], labels: list[str],
+                                  model_settings: dict[str, Any]) -> dict[str, str]:
+    """Artifacts of a MONAI 3D segmentation network (``network_config``: ``{"arch": ..., **arguments}``)."""
+    from datamint_lightning.serving.settings import ModelSettings
+
+    spec = {"network": dict(network_config), "labels": list(labels),
+            "settings": ModelSettings.from_dict(model_settings).to_dict()}
+    return write_model_files(folder, spec, network)
+
+
+def save_volume_segmentation(path: str | Path, network, network_config: dict[str, Any], labels: list[str],
+                             model_settings: dict[str, Any], input_example: Any = None) -> None:
+    """Save a MONAI 3D segmentation network as a Datamint ``volume_segmentation`` model directory."""
+    from datamint_lightning.packaging.flavor import default_pip_requirements, save_model
+    from datamint_lightning.serving.volume_model import DatamintVolumeSegmentationModel
+
+    with tempfile.TemporaryDirectory() as folder:
+        artifacts = volume_segmentation_artifacts(folder, network, network_config, labels, model_settings)
+        save_model(path, DatamintVolumeSegmentationModel, artifacts, segmentation_specs(labels, "volume"),
+                   model_settings=model_settings, pip_requirements=default_pip_requirements(("monai",)),
+                   input_example=input_example)

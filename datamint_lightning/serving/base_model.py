@@ -1,4 +1,9 @@
-"""``BaseDatamintModel``: an MLflow ``PythonModel`` that routes ``predict`` by ``params['mode']``."""
+"""``BaseDatamintModel``: an MLflow ``PythonModel`` whose ``predict`` routes by ``params['mode']`` to handlers.
+
+Subclasses implement ``predict_default(inputs, **params)`` and optionally other modes (see ``modes.py``);
+``predict`` itself decodes the inputs, validates the mode and its params, calls the handler and makes the
+answer JSON-friendly. It must not be overridden.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,18 @@ from typing import Any, ClassVar
 
 import mlflow.pyfunc
 
-from datamint_lightning.errors import PredictionError
+from datamint_lightning.errors import DataError, PredictionError
+from datamint_lightning.serving.enums import PredictionMode, TaskType
+from datamint_lightning.serving.modes import ModeHandler, ModeNotApplicable, discover_handlers, handler_params
 
 DEVICE_ENV = "MLFLOW_DEFAULT_PREDICTION_DEVICE"
+ROUTER_PARAMS = ("mode", "mask_format")  # consumed by ``predict`` itself, never by handlers
 
 
 def inference_device(explicit: str | None = None) -> str:
     """Explicit argument > ``MLFLOW_DEFAULT_PREDICTION_DEVICE`` > CUDA when available > CPU."""
     if explicit:
-        return explicit
+        return str(explicit)
     if os.environ.get(DEVICE_ENV):
         return os.environ[DEVICE_ENV]
     import torch
@@ -24,54 +32,102 @@ def inference_device(explicit: str | None = None) -> str:
 
 
 class BaseDatamintModel(mlflow.pyfunc.PythonModel):
-    """Subclasses implement ``predict_<mode>(inputs, params)`` handlers; ``predict`` itself is not overridden.
-
-    ``default`` goes to ``predict_image`` when every input is an image and ``predict_volume`` when every input
-    is a volume (when those exist), else to ``predict_default``.
+    """Routes ``predict`` to mode handlers. ``default`` goes to the ``image`` handler when every input is an
+    image and to ``volume`` when every input is a volume (when the model has them), else to ``predict_default``.
     """
 
-    task_type: ClassVar[str] = ""
+    task_type: ClassVar[TaskType | str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        import warnings
+
+        with warnings.catch_warnings():  # inputs are free-form on purpose: no type hint, no schema to infer
+            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+            super().__init_subclass__(**kwargs)
+        if "predict" in vars(cls):
+            raise TypeError(f"{cls.__name__} overrides predict(); implement predict_default and "
+                            "@prediction_mode handlers instead (predict routes by params['mode']).")
 
     def __init__(self, device: str | None = None):
         self.device = device
 
     @classmethod
-    def get_supported_modes(cls) -> list[str]:
-        modes = sorted(name[len("predict_"):] for name in dir(cls)
-                       if name.startswith("predict_") and callable(getattr(cls, name))
-                       and not hasattr(mlflow.pyfunc.PythonModel, name))  # e.g. predict_stream
-        return ["default", *[m for m in modes if m != "default"]] if "default" in modes else modes
+    def mode_handlers(cls) -> dict[str, ModeHandler]:
+        return discover_handlers(cls)
 
-    def predict(self, context, model_input: Any, params: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
-        params = dict(params or {})
-        mode = str(params.pop("mode", None) or "default")
-        if mode not in self.get_supported_modes():
-            raise PredictionError(f"Prediction mode {mode!r} is not supported by this "
-                                  f"{self.task_type or 'model'}; supported modes: {self.get_supported_modes()}.")
-        inputs = self.decode_inputs(model_input)
-        if mode == "default":
-            mode = self.default_mode(inputs)
-        return getattr(self, f"predict_{mode}")(inputs, params)
+    @classmethod
+    def get_supported_modes(cls) -> list[str]:
+        """Exactly the modes with a handler, in ``PredictionMode`` order."""
+        return list(cls.mode_handlers())
+
+    @classmethod
+    def declared_params(cls) -> list[str]:
+        """Every param some handler of this class accepts (used for the MLflow signature)."""
+        names: list[str] = []
+        for handler in cls.mode_handlers().values():
+            for name in handler.accepted_params(cls) or ():
+                if name not in names:
+                    names.append(name)
+        return names
+
+    def predict_default(self, inputs: list[Any], **params: Any) -> list[list[dict[str, Any]]]:
+        raise NotImplementedError(f"{type(self).__name__} must implement predict_default(inputs, **params).")
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
+        from datamint_lightning.serving.encoding import jsonable, resolve_mask_format
+        from datamint_lightning.serving.request_error import InvalidRequest
+
+        try:
+            # MLflow fills params missing from a request with the signature's defaults (None): drop those.
+            params = {k: v for k, v in dict(params or {}).items() if v is not None}
+            mode = self._requested_mode(params.pop("mode", None))
+            mask_format = resolve_mask_format(params.pop("mask_format", None))
+            inputs = self.decode_inputs(model_input)
+            if mode == PredictionMode.DEFAULT.value:
+                mode = self.default_mode(inputs)
+            results = self._run(mode, inputs, params)
+        except (PredictionError, DataError) as error:
+            raise InvalidRequest(str(error)) from error
+        if not isinstance(results, list) or len(results) != len(inputs):
+            raise RuntimeError(f"{type(self).__name__}.{mode} returned {type(results).__name__} of "
+                               f"{len(results) if isinstance(results, list) else '?'} items for {len(inputs)} inputs.")
+        return jsonable(results, mask_format)
+
+    def _requested_mode(self, mode: Any) -> str:
+        mode = str(getattr(mode, "value", mode) or PredictionMode.DEFAULT.value)
+        supported = self.get_supported_modes()
+        if mode not in supported:
+            kind = str(getattr(self.task_type, "value", self.task_type)) or "model"
+            raise PredictionError(f"Prediction mode {mode!r} is not supported by this {kind} model; "
+                                  f"supported modes: {supported}.")
+        return mode
+
+    def _run(self, mode: str, inputs: list[Any], params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        handlers = self.mode_handlers()
+        handler = handlers[mode]
+        try:
+            return getattr(self, handler.method)(inputs, **handler_params(handler, type(self), params))
+        except ModeNotApplicable:
+            if not handler.fallback_to_default or mode == PredictionMode.DEFAULT.value:
+                raise
+            default = handlers[PredictionMode.DEFAULT.value]
+            return getattr(self, default.method)(inputs, **handler_params(default, type(self), params))
 
     def decode_inputs(self, model_input: Any) -> list[Any]:
-        from datamint_lightning.serving.inputs import load_input
+        """A list of ``ImageInput``/``VolumeInput`` from a list of items or a single item (see ``inputs.py``)."""
+        from datamint_lightning.serving.inputs import load_input, split_items
 
-        if isinstance(model_input, (list, tuple)):
-            items = list(model_input)
-        elif getattr(model_input, "dtype", None) == object:  # a 1-D object array of inputs
-            items = list(model_input)
-        else:  # one path or one array (an (H, W) image or a (Z, H, W) volume)
-            items = [model_input]
+        items = split_items(model_input)
         if not items:
-            raise PredictionError("The input is empty; pass a list of file paths or arrays.")
+            raise PredictionError("The input is empty; pass a list of file paths, arrays or input dicts.")
         return [load_input(item, index) for index, item in enumerate(items)]
 
     def default_mode(self, inputs: list[Any]) -> str:
         from datamint_lightning.serving.inputs import ImageInput, VolumeInput
 
         modes = self.get_supported_modes()
-        if all(isinstance(i, ImageInput) for i in inputs) and "image" in modes:
-            return "image"
-        if all(isinstance(i, VolumeInput) for i in inputs) and "volume" in modes:
-            return "volume"
-        return "default"
+        if all(isinstance(i, ImageInput) for i in inputs) and PredictionMode.IMAGE.value in modes:
+            return PredictionMode.IMAGE.value
+        if all(isinstance(i, VolumeInput) for i in inputs) and PredictionMode.VOLUME.value in modes:
+            return PredictionMode.VOLUME.value
+        return PredictionMode.DEFAULT.value

@@ -1,8 +1,8 @@
-"""Decoding prediction inputs (file paths, numpy arrays) into 2D images or 3D volumes.
+"""Decoding prediction inputs into 2D images (``ImageInput``) or 3D volumes (``VolumeInput``).
 
-Images come back in display orientation; 8-bit PNG/JPEG exports are flagged as already windowed. DICOM pixel
-data is rescaled to modality units (HU for CT). Numpy arrays are taken as native units: (H, W) is an image,
-(Z, H, W) a volume of axial slices.
+Accepted items: file paths (PNG/JPEG/TIFF/BMP, a DICOM file or a DICOM series folder, NIfTI, NRRD), numpy arrays
+((H, W) image, (Z, H, W) volume, taken in modality units), the project's ``Resource`` objects (with an absolute
+path or a project root), and the JSON request dicts of ``rest.py``. Volumes are (z, y, x) in display orientation.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from datamint_lightning.errors import PredictionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
 
 
 @dataclass(frozen=True)
@@ -31,31 +32,88 @@ class VolumeInput:
     array: np.ndarray  # (Z, H, W) float32
     spacing: tuple[float, float, float] | None
     source: str
+    primary_slice: int | None = None  # the slice a reader flagged as key (else the middle one is used)
+
+
+def split_items(model_input: Any) -> list[Any]:
+    """The list of items in ``model_input`` (a list, a 1-D object/string array, or one item)."""
+    if isinstance(model_input, (list, tuple)):
+        return list(model_input)
+    dtype = getattr(model_input, "dtype", None)
+    if dtype is not None and (dtype == object or dtype.kind in "US") and getattr(model_input, "ndim", 0) == 1:
+        return list(model_input)
+    if _is_dataframe(model_input):
+        raise PredictionError("Inputs as a table are not supported; send {\"inputs\": [...]} with paths, arrays "
+                              "or input dicts (see datamint_lightning.serving.rest).")
+    return [model_input]
+
+
+def _is_dataframe(value: Any) -> bool:
+    return type(value).__name__ == "DataFrame"
 
 
 def load_input(item: Any, index: int = 0) -> ImageInput | VolumeInput:
     """One prediction input, or a ``PredictionError`` naming the input and what was expected."""
+    if isinstance(item, np.ndarray) and item.ndim == 0:  # JSON scalars arrive as 0-d arrays from MLflow
+        item = item.item()
     if isinstance(item, (str, Path)):
-        return _load_path(Path(item))
+        return load_path(Path(item))
+    if isinstance(item, dict):
+        from datamint_lightning.serving.rest import load_request_item
+
+        return load_request_item(item, index)
+    if type(item).__name__ == "Resource" and hasattr(item, "image"):
+        return _load_resource(item, index)
     if isinstance(item, np.ndarray) or hasattr(item, "__array__"):
-        return _from_array(np.asarray(item), f"input[{index}] (array)")
-    raise PredictionError(f"input[{index}] is a {type(item).__name__}; expected a file path or a numpy array.")
+        return from_array(np.asarray(item), f"input[{index}] (array)")
+    raise PredictionError(f"input[{index}] is a {type(item).__name__}; expected a file path, a numpy array, "
+                          "a Resource or an input dict.")
 
 
-def _from_array(array: np.ndarray, source: str) -> ImageInput | VolumeInput:
-    if array.dtype == object or not np.issubdtype(array.dtype, np.number):
+def from_array(array: np.ndarray, source: str, spacing: Any = None) -> ImageInput | VolumeInput:
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise PredictionError(f"{source} has dtype {array.dtype}; expected numbers.")
+    if array.size == 0:
+        raise PredictionError(f"{source} is empty (shape {array.shape}).")
     if array.ndim == 2:
         return ImageInput(array.astype(np.float32), False, source)
     if array.ndim == 3:
-        return VolumeInput(array.astype(np.float32), None, source)
+        return VolumeInput(array.astype(np.float32), check_spacing(spacing, source), source)
     raise PredictionError(f"{source} has shape {array.shape}; expected (H, W) for an image or (Z, H, W) for a volume.")
 
 
-def _load_path(path: Path) -> ImageInput | VolumeInput:
+def check_spacing(spacing: Any, source: str) -> tuple[float, float, float] | None:
+    if spacing is None:
+        return None
+    values = np.asarray(spacing, dtype=float).ravel()
+    if values.size != 3 or not np.all(values > 0):
+        raise PredictionError(f"{source}: spacing={values.tolist()} must be three positive (z, y, x) sizes in mm.")
+    return tuple(float(v) for v in values)
+
+
+def _load_resource(resource: Any, index: int) -> ImageInput | VolumeInput:
+    path = Path(resource.image)
+    root = getattr(resource, "metadata", {}).get("project_root")
+    if not path.is_absolute() and root:
+        path = Path(root) / path
+    if not path.exists():
+        raise PredictionError(f"input[{index}] is Resource {resource.id} whose file {resource.image} is not found; "
+                              "pass project.path(resource.image) instead.")
+    loaded = load_path(path)
+    if isinstance(loaded, VolumeInput) and loaded.spacing is None and resource.spacing:
+        return VolumeInput(loaded.array, check_spacing(resource.spacing, loaded.source), loaded.source)
+    return loaded
+
+
+def load_path(path: Path) -> ImageInput | VolumeInput:
     if not path.exists():
         raise PredictionError(f"Input file {path} does not exist.")
     name = path.name.lower()
+    if path.is_dir():
+        from datamint_lightning.data.readers import read_dicom_series
+
+        array, spacing = read_dicom_series(path)[:2]
+        return VolumeInput(np.asarray(array, np.float32), check_spacing(spacing, str(path)), str(path))
     if name.endswith(IMAGE_SUFFIXES):
         return _load_picture(path)
     if name.endswith(NIFTI_SUFFIXES):
@@ -63,6 +121,11 @@ def _load_path(path: Path) -> ImageInput | VolumeInput:
 
         volume, spacing = read_nifti(path)
         return VolumeInput(volume, spacing, str(path))
+    if name.endswith(NRRD_SUFFIXES):
+        from datamint_lightning.data.readers import read_nrrd
+
+        array, spacing = read_nrrd(path)[:2]
+        return from_array(np.asarray(array, np.float32), str(path), spacing)
     return _load_dicom(path)
 
 
@@ -74,7 +137,7 @@ def _load_picture(path: Path) -> ImageInput:
             if picture.mode in ("I;16", "I;16B", "I", "F"):
                 return ImageInput(np.asarray(picture, dtype=np.float32), False, str(path))
             return ImageInput(np.asarray(picture.convert("L"), dtype=np.float32), True, str(path))
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise PredictionError(f"Cannot read image file {path}: {error}") from error
 
 
@@ -85,7 +148,7 @@ def _load_dicom(path: Path) -> ImageInput | VolumeInput:
     try:
         dataset = pydicom.dcmread(path)
         pixels = dataset.pixel_array.astype(np.float32)
-    except (InvalidDicomError, AttributeError, ValueError, OSError) as error:
+    except (InvalidDicomError, AttributeError, ValueError, OSError, TypeError) as error:
         raise PredictionError(f"Cannot read {path} as DICOM (or a supported image format): {error}") from error
     pixels = pixels * float(getattr(dataset, "RescaleSlope", 1) or 1) + float(getattr(dataset, "RescaleIntercept", 0) or 0)
     if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":

@@ -33,19 +33,21 @@ def segment_slices(network: torch.nn.Module, preprocessing: Preprocessing, slice
 
 
 def mask_annotations(label_map: np.ndarray, probabilities: np.ndarray, labels: list[str], scope: str,
-                     threshold: float | None = None, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                     threshold: float | None = None, extra: dict[str, Any] | None = None,
+                     class_axis: int | None = None) -> list[dict[str, Any]]:
     """One segmentation annotation per label: its binary mask on the input grid and a mean confidence.
 
-    ``label_map``/``probabilities`` hold one image (H, W)/(C, H, W) or one volume (Z, H, W)/(Z, C, H, W).
+    ``label_map``/``probabilities`` hold one image (H, W)/(C, H, W) or a stack (Z, H, W)/(Z, C, H, W). Without
+    ``threshold`` a pixel belongs to its arg-max label; with it, to every label whose probability reaches it
+    (so masks of different labels may overlap). ``class_axis`` of ``probabilities`` defaults to 0 for one
+    image and 1 for a stack.
     """
-    class_axis = 0 if label_map.ndim == 2 else 1
+    class_axis = (0 if label_map.ndim == 2 else 1) if class_axis is None else class_axis
     annotations = []
     for index, name in enumerate(labels, start=1):
         class_probs = np.take(probabilities, index, axis=class_axis)
-        mask = label_map == index
-        if threshold is not None:
-            mask &= class_probs >= threshold
+        mask = label_map == index if threshold is None else class_probs >= threshold
         confidence = float(class_probs[mask].mean()) if mask.any() else 0.0
-        annotations.append({"type": "segmentation", "identifier": name, "scope": scope,
+        annotations.append({"type": "segmentation", "identifier": name, "label": name, "scope": scope,
                             "mask": mask.astype(np.uint8), "confidence": round(confidence, 6), **(extra or {})})
     return annotations

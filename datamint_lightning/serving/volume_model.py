@@ -1,0 +1,95 @@
+"""``DatamintVolumeSegmentationModel``: a packaged 3D segmentation network (MONAI), predicted by sliding window.
+
+Artifacts: ``model_spec`` (JSON: ``network`` = ``{"arch": "UNet", ...}`` MONAI constructor arguments, ``labels``,
+``settings`` = ``ModelSettings`` with the window size as ``input_size``) and ``weights`` (safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from datamint_lightning.errors import ConfigError, PredictionError
+from datamint_lightning.serving.datamint_model import DatamintModel
+from datamint_lightning.serving.enums import PredictionMode, TaskType
+from datamint_lightning.serving.modes import prediction_mode
+from datamint_lightning.serving.segmentation_model import (SPEC_ARTIFACT, WEIGHTS_ARTIFACT, Annotations,
+                                                           resolve_threshold)
+from datamint_lightning.serving.settings import ModelSettings
+from datamint_lightning.serving.slicing import check_index, require_volume
+
+
+def build_monai_network(config: dict[str, Any]):
+    """A ``monai.networks.nets`` network from ``{"arch": name, **constructor arguments}``."""
+    from monai.networks import nets
+
+    config = dict(config)
+    arch = config.pop("arch", None)
+    if not arch or not hasattr(nets, arch):
+        raise ConfigError(f"network arch={arch!r} is not a monai.networks.nets class (e.g. UNet, SegResNet).")
+    try:
+        return getattr(nets, arch)(**config)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"Cannot build MONAI {arch} with {config}: {error}") from error
+
+
+class DatamintVolumeSegmentationModel(DatamintModel):
+    """Semantic segmentation of 3D volumes with MONAI sliding-window inference; masks on the input's grid."""
+
+    task_type: ClassVar[TaskType] = TaskType.VOLUME_SEGMENTATION
+
+    def load_artifacts(self, context) -> None:
+        from safetensors.torch import load_file
+
+        self.spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
+        self.labels: list[str] = list(self.spec["labels"])
+        self.settings = ModelSettings.from_dict(self.spec.get("settings"))
+        self.network = build_monai_network(self.spec["network"])
+        self.network.load_state_dict(load_file(context.artifacts[WEIGHTS_ARTIFACT]))
+        self.network.eval()
+
+    def _segment(self, item: Any, mode: str, batch_size: Any):
+        from datamint_lightning.serving.volume_segmentation import segment_volume
+
+        volume = require_volume(item, mode)
+        if batch_size is not None and int(batch_size) <= 0:
+            raise PredictionError(f"batch_size={batch_size} must be a positive integer.")
+        return volume, segment_volume(self.network, volume.array, volume.spacing, self.settings, self.device,
+                                      batch_size)
+
+    @prediction_mode(PredictionMode.VOLUME, param_keys=("confidence_threshold", "threshold", "batch_size"),
+                     fallback_to_default=False)
+    def predict_volume(self, inputs: list[Any], confidence_threshold=None, threshold=None,
+                       batch_size=None) -> Annotations:
+        """Each volume whole; ``batch_size`` is the number of windows per forward pass."""
+        from datamint_lightning.serving.segmentation import mask_annotations
+
+        threshold = resolve_threshold(self.settings, confidence_threshold, threshold)
+        results = []
+        for item in inputs:
+            volume, (label_map, probs) = self._segment(item, "volume", batch_size)
+            extra = {"spacing": list(volume.spacing) if volume.spacing else None}
+            results.append(mask_annotations(label_map, probs, self.labels, "volume", threshold, extra, class_axis=0))
+        return results
+
+    @prediction_mode(PredictionMode.SLICE,
+                     param_keys=("slice_index", "confidence_threshold", "threshold", "batch_size"),
+                     fallback_to_default=False)
+    def predict_slice(self, inputs: list[Any], slice_index, confidence_threshold=None, threshold=None,
+                      batch_size=None) -> Annotations:
+        """The axial slice ``slice_index`` of each volume, cut from the whole-volume prediction (3D context)."""
+        from datamint_lightning.serving.segmentation import mask_annotations
+
+        threshold = resolve_threshold(self.settings, confidence_threshold, threshold)
+        indices = [check_index(slice_index, require_volume(item, "slice"), 0) for item in inputs]
+        results = []
+        for item, index in zip(inputs, indices):
+            _, (label_map, probs) = self._segment(item, "slice", batch_size)
+            results.append(mask_annotations(label_map[index], probs[:, index], self.labels, "slice", threshold,
+                                            {"slice_index": index, "axis": 0}, class_axis=0))
+        return results
+
+    def predict_default(self, inputs: list[Any], confidence_threshold=None, threshold=None,
+                        batch_size=None) -> Annotations:
+        return self.predict_volume(inputs, confidence_threshold, threshold, batch_size)

@@ -1,0 +1,154 @@
+"""The registered model behind ``mlflow models serve``: JSON requests for images and volumes, and HTTP 400s."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from datamint_lightning.serving.encoding import decode_mask
+
+MODEL_NAME = "serving_test_seg"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A real sqlite tracking/registry store holding the packaged 2D model as ``models:/<name>@champion``."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from datamint_lightning.packaging.packager import package_segmentation
+    from datamint_lightning.serving.examples import TINY_2D_NETWORK, tiny_2d_network
+    from datamint_lightning.data.preprocessing import Preprocessing
+
+    folder = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        network, preprocessing = tiny_2d_network(), Preprocessing(image_size=64)
+        examples = [np.random.default_rng(i).normal(40, 80, (48, 56)).astype(np.float32) for i in range(2)]
+        experiment = mlflow.set_experiment("serving-test")
+        with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+            packaged = package_segmentation(network, TINY_2D_NETWORK, ["liver"], preprocessing, run.info.run_id,
+                                            examples, registered_model_name=MODEL_NAME)
+        MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", packaged.version)
+        yield {"uri": uri, "folder": folder, "network": network, "preprocessing": preprocessing,
+               "model_uri": packaged.model_uri}
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def server(registry):
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registry["uri"],
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log = open(registry["folder"] / "serve.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL_NAME}@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow models serve exited with {process.returncode}: "
+                            f"{(registry['folder'] / 'serve.log').read_text()[-2000:]}")
+            try:
+                if requests.get(f"{url}/ping", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("mlflow models serve did not answer /ping within 60 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)  # the server's own process group (uvicorn workers included)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def post(url: str, inputs, **params) -> requests.Response:
+    return requests.post(f"{url}/invocations", json={"inputs": inputs, "params": params}, timeout=60)
+
+
+def local_masks(registry, inputs, **params):
+    from datamint_lightning.packaging.flavor import load_model
+
+    answer = load_model(registry["model_uri"], device="cpu").predict(inputs, params=params)
+    return [[np.asarray(a["mask"]) for a in annotations] for annotations in answer]
+
+
+def png_item(array: np.ndarray) -> dict:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    return {"data": base64.b64encode(buffer.getvalue()).decode(), "mime_type": "image/png"}
+
+
+def test_images_over_rest_equal_local_predictions(registry, server):
+    rng = np.random.default_rng(5)
+    image = rng.normal(100, 60, (48, 56))
+    items = [png_item(image), {"array": image.tolist()}]
+    response = post(server, items, mode="image")
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [a["identifier"] for a in predictions[0]] == ["liver"]
+    assert predictions[0][0]["mask"]["format"] == "rle"
+    expected = local_masks(registry, items)
+    for answer, masks in zip(predictions, expected):
+        np.testing.assert_array_equal(decode_mask(answer[0]["mask"]), masks[0])
+
+
+def test_volume_over_rest_with_slice_params(registry, server):
+    volume = np.random.default_rng(6).normal(40, 90, (5, 32, 40)).astype(np.float32)
+    item = {"array_b64": base64.b64encode(volume.astype("<f4").tobytes()).decode(), "dtype": "float32",
+            "shape": list(volume.shape), "spacing": [3.0, 0.7, 0.7]}
+    response = post(server, [item], mode="slice", slice_index=2, axis=1, threshold=0.3)
+    assert response.status_code == 200, response.text
+    annotation = response.json()["predictions"][0][0]
+    assert annotation["slice_index"] == 2 and annotation["axis"] == 1
+    expected = local_masks(registry, [volume], mode="slice", slice_index=2, axis=1, threshold=0.3)
+    np.testing.assert_array_equal(decode_mask(annotation["mask"]), expected[0][0])
+    whole = post(server, [item], mode="volume").json()["predictions"][0][0]
+    assert decode_mask(whole["mask"]).shape == volume.shape
+
+
+@pytest.mark.parametrize("inputs, params, message", [
+    ([{"data": base64.b64encode(b"garbage").decode(), "mime_type": "image/png"}], {}, "Cannot read image file"),
+    ([{"array": [[[[1.0]]]]}], {}, "expected (H, W) for an image or (Z, H, W)"),
+    ([{"array": [[1.0, 2.0], [3.0, 4.0]]}], {"mode": "teleport"}, "supported modes: ['default', 'image'"),
+    ([{"array": np.zeros((3, 8, 8)).tolist()}], {"mode": "slice", "slice_index": 3},
+     "slice_index=3 is out of range"),
+    ([{"array": np.zeros((3, 8, 8)).tolist()}], {"mode": "slice"}, "needs the param(s) ['slice_index']"),
+])
+def test_bad_requests_are_400_and_the_server_keeps_serving(server, inputs, params, message):
+    response = post(server, inputs, **params)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+    assert len(response.text) < 2000  # the request is not echoed back
+    assert post(server, [{"array": [[0.0, 1.0], [2.0, 3.0]]}]).status_code == 200
