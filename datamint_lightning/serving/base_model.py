@@ -37,13 +37,12 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
     """
 
     task_type: ClassVar[TaskType | str] = ""
+    # Inputs are free-form on purpose (paths, arrays, request dicts): there is no type hint for MLflow to wrap
+    # predict with, and this opt-out (MLflow's own, as for ChatModel) avoids its warning about that.
+    _skip_type_hint_validation: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        import warnings
-
-        with warnings.catch_warnings():  # inputs are free-form on purpose: no type hint, no schema to infer
-            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
-            super().__init_subclass__(**kwargs)
+        super().__init_subclass__(**kwargs)
         if "predict" in vars(cls):
             raise TypeError(f"{cls.__name__} overrides predict(); implement predict_default and "
                             "@prediction_mode handlers instead (predict routes by params['mode']).")
