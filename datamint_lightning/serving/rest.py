@@ -8,7 +8,8 @@ Body: ``{"inputs": [<item>, ...], "params": {"mode": "slice", "slice_index": 3, 
 - ``{"array": [[...]], "spacing": [z, y, x]}``: nested lists, (H, W) image or (Z, H, W) volume, modality units.
 - ``{"array_b64": "<base64 raw little-endian>", "dtype": "int16", "shape": [Z, H, W], "spacing": [...]}``: the
   compact array form for volumes.
-- ``{"path": "/data/ct.nii.gz"}``: a file on the server.
+- ``{"path": "case01/ct.nii.gz"}``: a file on the server, relative to ``$DATAMINT_SERVING_PATH_ROOT``. Off unless
+  that variable names a folder, since any HTTP client could otherwise make the server read any of its files.
 
 Any item may add ``"spacing"`` (volumes) and ``"primary_slice"`` (an index, for mode ``primary_slice``).
 Masks in the answer are run-length encoded when served (see ``encoding.py``; ``mask_format`` overrides).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -35,6 +37,7 @@ MIME_SUFFIXES = {
 }
 ARRAY_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64")
 ITEM_KEYS = ("data", "array", "array_b64", "path")
+PATH_ROOT_ENV = "DATAMINT_SERVING_PATH_ROOT"
 
 
 def _plain(value: Any) -> Any:
@@ -58,8 +61,20 @@ def load_request_item(item: dict[str, Any], index: int) -> ImageInput | VolumeIn
     elif kind == "array_b64":
         loaded = from_array(_raw_array(item, source), f"{source}.array_b64", item.get("spacing"))
     else:
-        loaded = load_path(Path(str(item["path"])))
+        loaded = load_path(_server_path(str(item["path"]), source))
     return _with_hints(loaded, item, source)
+
+
+def _server_path(value: str, source: str) -> Path:
+    root = os.environ.get(PATH_ROOT_ENV)
+    if not root:
+        raise PredictionError(f"{source}: 'path' inputs are disabled; send the file as 'data' (base64) or set "
+                              f"{PATH_ROOT_ENV} to the folder the server may read inputs from.")
+    base = Path(root).resolve()
+    path = (base / value).resolve()
+    if not path.is_relative_to(base):
+        raise PredictionError(f"{source}: path {value!r} is outside {PATH_ROOT_ENV}.")
+    return path
 
 
 def _with_hints(loaded: ImageInput | VolumeInput, item: dict[str, Any], source: str) -> ImageInput | VolumeInput:
