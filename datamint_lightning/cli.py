@@ -57,10 +57,13 @@ def _summary(results: dict[str, Any]) -> str:
     lines += [f"  {name}: {value:.4f}" for name, value in sorted(results["test_results"].items())]
     if results.get("registered_model_name"):
         uri = f"models:/{results['registered_model_name']}/{results['registered_model_version']}"
-        lines += [f"  registered:      {uri}",
+        lines += [f"  registered:      {uri}" + ("  (now @champion)" if results.get("champion") else ""),
                   f"  predict:         mlflow.pyfunc.load_model({uri!r}).predict(['slice.png'])"]
     elif results.get("model_uri"):
         lines.append(f"  model:           {results['model_uri']}")
+    if results.get("journal"):
+        lines.append(f"  NOT YET IN MLFLOW: records wait in {results['journal']}; send them with "
+                     f"`python -m datamint_lightning tracking replay {results['journal']}`")
     return "\n".join(lines)
 
 

@@ -1,38 +1,79 @@
-"""Registering a checked package in the MLflow model registry, with tags and the ``champion`` alias."""
+"""Registering a checked package in the MLflow model registry, with tags and a ``champion`` alias that moves
+only when the new version beats the current champion (MLflow reserves the alias ``latest``:
+``models:/<name>/latest`` already names the newest version)."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+from dataclasses import dataclass
 
-from datamint_lightning.errors import PackagingError
+from datamint_lightning.errors import ConfigError, PackagingError
 from datamint_lightning.packaging.packager import PackagedModel
 
+POLICIES = ("better", "better_or_equal", "always", "never")
+CHAMPION = "champion"
 
-def _is_better(score: float, champion: float, mode: str) -> bool:
-    return score >= champion if mode == "max" else score <= champion
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    champion: bool
+    reason: str  # why the champion alias moved or stayed
+
+
+def validate_model_name(name: str) -> None:
+    """Reject, before training, a registered model name MLflow would refuse (empty, '/', ':', '..')."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+    except MlflowException as error:
+        raise ConfigError(f"packaging.registered_model_name={name!r} is not a valid MLflow registered model "
+                          f"name: {error.message}") from None
+
+
+def beats(score: float | None, champion_score: float | None, mode: str, policy: str) -> tuple[bool, str]:
+    """Whether a version with ``score`` takes the champion alias from one with ``champion_score``, and why."""
+    if policy not in POLICIES:
+        raise ConfigError(f"packaging.champion.policy={policy!r}; expected one of {', '.join(POLICIES)}.")
+    if policy in ("always", "never"):
+        return policy == "always", f"policy {policy}"
+    if champion_score is None or math.isnan(champion_score):
+        return True, "no comparable champion score"
+    if score is None or math.isnan(score):
+        return False, "the new version has no score"
+    better = score > champion_score if mode == "max" else score < champion_score
+    tie = score == champion_score and policy == "better_or_equal"
+    return better or tie, f"{score:.6g} vs champion {champion_score:.6g} ({mode}, {policy})"
 
 
 def register(packaged: PackagedModel, name: str, tags: dict[str, str], score: float | None = None,
-             mode: str = "max") -> PackagedModel:
-    """Register the package under ``name`` with ``tags``; move the ``champion`` alias when ``score`` is at least
-    as good as the current champion's (``models:/<name>/latest`` always names the newest version)."""
+             mode: str = "max", metric: str = "score", policy: str = "better") -> RegisteredVersion:
+    """Register the package under ``name`` with ``tags`` and the ``score`` on ``metric``; move ``champion`` when
+    ``beats`` says so (a champion scored on another metric counts as not comparable)."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
+    scored = {"champion.metric": metric, "champion.mode": mode,
+              **({"score": f"{score:.6g}"} if score is not None else {})}
     try:
-        version = mlflow.register_model(packaged.model_uri, name, tags={
-            **tags, **({"score": f"{score:.6g}"} if score is not None else {})})
+        version = mlflow.register_model(packaged.model_uri, name, tags={**tags, **scored})
         if packaged.model_id:
             client.set_model_version_tag(name, version.version, "datamint.logged_model_id", packaged.model_id)
         try:
-            champion = client.get_model_version_by_alias(name, "champion")
-            champion_score = float(champion.tags.get("score", "nan"))
+            current = client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException:
-            champion, champion_score = None, float("nan")
-        if champion is None or np.isnan(champion_score) or (score is not None and _is_better(score, champion_score, mode)):
-            client.set_registered_model_alias(name, "champion", version.version)
+            current = None
+        champion_score = None
+        if current is not None and current.tags.get("champion.metric") == metric and "score" in current.tags:
+            champion_score = float(current.tags["score"])
+        move, reason = (True, "first version") if current is None else beats(score, champion_score, mode, policy)
+        if move:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
     except MlflowException as error:
         raise PackagingError(f"Could not register the model as {name!r}: {error.message}") from error
-    return PackagedModel(packaged.model_uri, packaged.model_id, name, str(version.version))
+    return RegisteredVersion(name, str(version.version), move, reason)

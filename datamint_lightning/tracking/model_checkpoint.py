@@ -1,4 +1,4 @@
-"""``MLflowModelCheckpoint``: Lightning's ModelCheckpoint that logs every checkpoint to the MLflow run."""
+"""``MLflowModelCheckpoint``: Lightning's ModelCheckpoint that mirrors every checkpoint into the MLflow run."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+
+from datamint_lightning.tracking.upload_worker import UploadWorker
 
 log = logging.getLogger(__name__)
 
@@ -14,9 +17,12 @@ log = logging.getLogger(__name__)
 class MLflowModelCheckpoint(ModelCheckpoint):
     """Keeps ``ModelCheckpoint``'s monitor/mode/save_top_k/save_last semantics and mirrors the files to MLflow.
 
-    Each checkpoint is uploaded to ``<artifact_dir>/`` of the run as soon as it is written (so a crash loses
-    nothing already saved); files that top-k evicts are deleted from the run too. The best score, its step and
-    file name are kept as run tags (``checkpoint.best_*``). Only global rank zero talks to MLflow.
+    Each checkpoint is queued for upload to ``<artifact_dir>/`` of the run the moment it is written; a background
+    thread uploads it while training goes on (a crash or SIGKILL leaves at most the file being uploaded out of the
+    run, and it stays on disk and in the offline journal). Files that top-k evicts are deleted from the run after
+    their upload, in order. Run tags ``checkpoint.best`` / ``checkpoint.last`` name the artifacts, with
+    ``checkpoint.best_score`` / ``checkpoint.best_step``. Only global rank zero talks to MLflow. Uploads are
+    flushed at the end of fit, on an exception and on teardown; failures are reported, never fatal.
     """
 
     def __init__(self, *args: Any, tracking_uri: str | None = None, run_id: str | None = None,
@@ -26,56 +32,90 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.artifact_dir = artifact_dir
+        self.task: str | None = None
+        self.recorder = None
         self.uploaded: list[str] = []
+        self.best_model_step: int | None = None
+        self._worker = UploadWorker()
 
-    def attach(self, tracking_uri: str, run_id: str) -> None:
-        self.tracking_uri, self.run_id = tracking_uri, run_id
+    def attach(self, tracking_uri: str, run_id: str, recorder=None, task: str | None = None) -> None:
+        """Send checkpoints to ``run_id`` through ``recorder`` (a ``RunRecorder``; one is made when None)."""
+        from datamint_lightning.tracking.run_recorder import RunRecorder
 
-    @property
-    def _client(self):
-        from mlflow import MlflowClient
+        self.tracking_uri, self.run_id, self.task = tracking_uri, run_id, task
+        self.recorder = recorder or RunRecorder(tracking_uri, run_id, Path(self.dirpath or ".") / "journal.jsonl")
 
-        return MlflowClient(self.tracking_uri)
-
+    # ---- Lightning hooks ---------------------------------------------------------------------------------
     def _save_checkpoint(self, trainer, filepath: str) -> None:
+        self._worker.wait_for(filepath)  # never rewrite a file (last.ckpt) while it is being uploaded
         super()._save_checkpoint(trainer, filepath)
-        if trainer.is_global_zero and self.run_id:
-            self._upload(filepath)
-            self._record_best(trainer.global_step if filepath == self.best_model_path else None)
+        if not (trainer.is_global_zero and self.recorder):
+            return
+        name = Path(filepath).name
+        tags = {"checkpoint.last": self._artifact(self.last_model_path)} if filepath == self.last_model_path else {}
+        if filepath == self.best_model_path:
+            self.best_model_step = trainer.global_step
+            tags |= {"checkpoint.best": self._artifact(filepath), "checkpoint.best_step": trainer.global_step,
+                     "checkpoint.best_epoch": trainer.current_epoch, "checkpoint.monitor": str(self.monitor),
+                     "checkpoint.mode": self.mode}
+            if self.best_model_score is not None:
+                tags["checkpoint.best_score"] = f"{float(self.best_model_score):.6g}"
+        self._worker.submit(filepath, lambda: self._upload(filepath, name, tags))
 
     def _remove_checkpoint(self, trainer, filepath: str) -> None:
+        self._worker.wait_for(filepath)  # the upload of an evicted file must not read a deleted file
         super()._remove_checkpoint(trainer, filepath)
-        if trainer.is_global_zero and self.run_id and Path(filepath).name in self.uploaded:
-            self._delete_uploaded(Path(filepath).name)
+        if trainer.is_global_zero and self.recorder and Path(filepath).name in self.uploaded:
+            name = Path(filepath).name
+            self._worker.submit(filepath, lambda: self._delete(name))
 
-    def _upload(self, filepath: str) -> None:
-        try:
-            self._client.log_artifact(self.run_id, filepath, self.artifact_dir)
-            if Path(filepath).name not in self.uploaded:
-                self.uploaded.append(Path(filepath).name)
-        except Exception as error:  # keep training; the file stays on disk
-            log.warning("Could not upload checkpoint %s to MLflow run %s: %s", filepath, self.run_id, error)
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        self.flush()
 
-    def _delete_uploaded(self, name: str) -> None:
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        super().on_exception(trainer, pl_module, exception)
+        self.flush()
 
-        try:
-            run = self._client.get_run(self.run_id)
-            get_artifact_repository(run.info.artifact_uri).delete_artifacts(f"{self.artifact_dir}/{name}")
-            self.uploaded.remove(name)
-        except Exception as error:
-            log.warning("Could not delete evicted checkpoint %s from MLflow run %s: %s", name, self.run_id, error)
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self.flush()
 
-    def _record_best(self, step: int | None) -> None:
-        if not self.best_model_path:
+    def state_dict(self) -> dict[str, Any]:
+        # Who wrote the checkpoint: lets resume refuse a checkpoint of another task or run.
+        return {**super().state_dict(), "datamint_task": self.task, "datamint_run_id": self.run_id,
+                "best_model_step": self.best_model_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_model_step = state_dict.get("best_model_step")
+        if self.dirpath == state_dict.get("dirpath"):  # the files on disk were uploaded by the previous process
+            self.uploaded = [Path(p).name for p in [*self.best_k_models, self.last_model_path] if p]
+
+    # ---- uploads -------------------------------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> list[str]:
+        """Wait for queued uploads; returns (and warns about) the failures so far."""
+        if not self._worker.flush(timeout):
+            rank_zero_warn(f"Checkpoint uploads to MLflow still running after {timeout} s.")
+        failures = list(self._worker.errors) + (list(self.recorder.failures) if self.recorder else [])
+        if self.recorder and self.recorder.pending:
+            rank_zero_warn(f"{self.recorder.pending} MLflow record(s) could not be sent yet; they wait in "
+                           f"{self.recorder.journal.path} (replayed automatically, or run "
+                           f"`python -m datamint_lightning tracking replay {self.recorder.journal.path}`).")
+        return failures
+
+    def _artifact(self, filepath: str) -> str:
+        return f"{self.artifact_dir}/{Path(filepath).name}"
+
+    def _upload(self, filepath: str, name: str, tags: dict[str, Any]) -> None:
+        if not Path(filepath).exists():  # evicted before its turn came
             return
-        tags = {} if step is None else {"checkpoint.best_step": str(step)}
-        tags |= {"checkpoint.best": f"{self.artifact_dir}/{Path(self.best_model_path).name}",
-                "checkpoint.monitor": str(self.monitor), "checkpoint.mode": self.mode}
-        if self.best_model_score is not None:
-            tags["checkpoint.best_score"] = f"{float(self.best_model_score):.6g}"
-        try:
-            for key, value in tags.items():
-                self._client.set_tag(self.run_id, key, value)
-        except Exception as error:
-            log.warning("Could not tag MLflow run %s with the best checkpoint: %s", self.run_id, error)
+        self.recorder.log_artifact(filepath, self.artifact_dir)
+        if name not in self.uploaded:
+            self.uploaded.append(name)
+        if tags:
+            self.recorder.set_tags(tags)
+
+    def _delete(self, name: str) -> None:
+        self.recorder.delete_artifact(f"{self.artifact_dir}/{name}")
+        if name in self.uploaded:
+            self.uploaded.remove(name)

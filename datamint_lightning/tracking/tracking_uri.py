@@ -26,6 +26,8 @@ def resolve_tracking_uri(configured: str | None = None) -> str:
 def redact(uri: str) -> str:
     """The URI without a password or token, for messages, params and tags."""
     parts = urlsplit(uri)
+    if not (parts.password or parts.username or re.search(r"(?i)(token|password|secret|key)=", parts.query)):
+        return uri  # unchanged: urlunsplit would collapse sqlite:////abs/path to sqlite://abs/path
     if parts.password or parts.username:
         host = parts.hostname or ""
         netloc = f"{parts.username}:***@{host}" if parts.password else f"***@{host}"
@@ -47,18 +49,61 @@ def default_artifact_location(uri: str) -> str | None:
     return (database.parent / "mlartifacts").resolve().as_uri() if database else None
 
 
-def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
-    """Fail fast, with one message, when the store is malformed or unreachable."""
-    scheme = urlsplit(uri).scheme.split("+")[0]
+def validate_tracking_uri(uri: str) -> None:
+    """Reject a malformed URI (no network access): unknown scheme, sqlite without a path, http without a host."""
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]
     if scheme not in SUPPORTED_SCHEMES:
         raise TrackingError(f"Tracking URI {redact(uri)!r} has an unsupported scheme {scheme!r}; "
                             f"expected one of {', '.join(SUPPORTED_SCHEMES)}.")
+    if scheme == "sqlite" and (not uri.startswith("sqlite:///") or uri.rstrip("/") == "sqlite:"):
+        raise TrackingError(f"Tracking URI {redact(uri)!r} is malformed; write sqlite:///<absolute path to .db>.")
+    if scheme in ("http", "https"):
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1:
+            raise TrackingError(f"Tracking URI {redact(uri)!r} is malformed; write {scheme}://<host>[:<port>].")
+
+
+def is_remote(uri: str) -> bool:
+    return urlsplit(uri).scheme in ("http", "https")
+
+
+def server_is_healthy(uri: str, timeout: float = 2.0) -> bool:
+    """Whether an MLflow server answers ``/health`` (always True for local stores)."""
+    if not is_remote(uri):
+        return True
+    import requests
+
+    try:
+        return requests.get(uri.rstrip("/") + "/health", timeout=timeout).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def prepare_sqlite_store(uri: str) -> None:
+    """Create or migrate the sqlite schema under an inter-process lock: two trainings starting at once on a
+    fresh store would otherwise race in MLflow's migrations and one would crash."""
+    from filelock import FileLock  # a torch dependency, so always installed
+    from mlflow import MlflowClient
+
+    with FileLock(str(sqlite_path(uri)) + ".lock", timeout=300):
+        MlflowClient(uri).search_experiments(max_results=1)  # building the store runs the migrations
+
+
+def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, with one message, when the store is malformed or unreachable."""
+    validate_tracking_uri(uri)
+    scheme = urlsplit(uri).scheme.split("+")[0]
     database = sqlite_path(uri)
     if database is not None:
         try:
             database.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise TrackingError(f"Cannot create the MLflow store folder {database.parent}: {error}") from error
+        prepare_sqlite_store(uri)
         return
     if scheme in ("http", "https"):
         import requests

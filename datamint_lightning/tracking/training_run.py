@@ -61,19 +61,12 @@ class TrainingRun:
               experiment_tags: dict[str, str], run_tags: dict[str, str]) -> "TrainingRun":
         from mlflow import MlflowClient
 
+        from datamint_lightning.tracking.experiment_provider import project_experiment_id
+
         client = MlflowClient(tracking_uri)
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            try:
-                experiment_id = client.create_experiment(experiment_name, default_artifact_location(tracking_uri),
-                                                         tags=experiment_tags)
-            except Exception:  # a concurrent training created it first
-                experiment = client.get_experiment_by_name(experiment_name)
-                if experiment is None:
-                    raise
-                experiment_id = experiment.experiment_id
-        else:
-            experiment_id = experiment.experiment_id
+        experiment_id = project_experiment_id(client, experiment_name, experiment_tags.get("datamint.project_id"),
+                                              experiment_tags.get("datamint.project_name"),
+                                              default_artifact_location(tracking_uri))
         tags = {"host": socket.gethostname(), "user": getpass.getuser(), "python": platform.python_version(),
                 **_versions(), **run_tags}
         commit = _git_commit()
@@ -82,22 +75,33 @@ class TrainingRun:
         run = client.create_run(experiment_id, run_name=run_name, tags=tags)
         return cls(tracking_uri, experiment_id, run.info.run_id)
 
+    @classmethod
+    def reopen(cls, tracking_uri: str, run_id: str) -> "TrainingRun":
+        """An existing run (resume, DDP workers)."""
+        from mlflow import MlflowClient
+
+        run = MlflowClient(tracking_uri).get_run(run_id)
+        return cls(tracking_uri, run.info.experiment_id, run_id)
+
     @property
     def client(self):
         from mlflow import MlflowClient
 
         return MlflowClient(self.tracking_uri)
 
-    def log_config(self, resolved: dict[str, Any], yaml_text: str, overrides: list[str]) -> None:
+    def log_config(self, resolved: dict[str, Any], yaml_text: str, overrides: list[str],
+                   params: bool = True, artifact_dir: str | None = None) -> None:
+        """Params (unless ``params`` is False, as on resume) and ``config.yaml`` + ``overrides.txt``."""
         from mlflow.entities import Param
 
-        params = [Param(k, v) for k, v in flatten(resolved).items()]
-        for start in range(0, len(params), 100):
-            self.client.log_batch(self.run_id, params=params[start:start + 100])
+        if params:
+            flat = [Param(k, v) for k, v in flatten(resolved).items()]
+            for start in range(0, len(flat), 100):
+                self.client.log_batch(self.run_id, params=flat[start:start + 100])
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "config.yaml").write_text(yaml_text)
             (Path(folder) / "overrides.txt").write_text("\n".join(overrides) + "\n")
-            self.client.log_artifacts(self.run_id, folder)
+            self.client.log_artifacts(self.run_id, folder, artifact_dir)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for key, value in tags.items():
@@ -113,16 +117,18 @@ class TrainingRun:
 
 
 def join_or_start_run(tracking_uri: str, experiment_name: str, run_name: str | None,
-                      experiment_tags: dict[str, str], run_tags: dict[str, str]) -> tuple[TrainingRun, bool]:
-    """Rank zero starts the run and exports its id; DDP workers started later join it. Returns (run, started)."""
+                      experiment_tags: dict[str, str], run_tags: dict[str, str],
+                      resume_run_id: str | None = None) -> tuple[TrainingRun, bool]:
+    """Rank zero starts the run (or reopens ``resume_run_id``) and exports its id; DDP workers started later
+    join it. Returns (run, owner)."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
     existing = os.environ.get(RUN_ID_ENV)
     if existing and getattr(rank_zero_only, "rank", 0) != 0:
-        from mlflow import MlflowClient
-
-        run = MlflowClient(tracking_uri).get_run(existing)
-        return TrainingRun(tracking_uri, run.info.experiment_id, existing), False
-    run = TrainingRun.start(tracking_uri, experiment_name, run_name, experiment_tags, run_tags)
+        return TrainingRun.reopen(tracking_uri, existing), False
+    if resume_run_id:
+        run = TrainingRun.reopen(tracking_uri, resume_run_id)
+    else:
+        run = TrainingRun.start(tracking_uri, experiment_name, run_name, experiment_tags, run_tags)
     os.environ[RUN_ID_ENV] = run.run_id
     return run, True

@@ -20,7 +20,8 @@ OPTION_KEYS = {"project": "data.project", "image_size": "data.image_size", "batc
                "max_epochs": "trainer.max_epochs", "accelerator": "trainer.accelerator",
                "devices": "trainer.devices", "register_model": "packaging.register",
                "model_name": "packaging.registered_model_name", "seed": "seed",
-               "tracking_uri": "tracking.uri", "output_dir": "paths.output_dir"}
+               "tracking_uri": "tracking.uri", "output_dir": "paths.output_dir",
+               "resume_from": "resume"}  # resume_from: a run id (or a .ckpt path) to continue
 
 
 def _override_value(value: Any) -> str:
@@ -90,6 +91,9 @@ class TaskTrainer:
     # ---- the job -------------------------------------------------------------------------------------------
     def experiment_name(self, datamodule) -> str:
         return self.cfg.tracking.get("experiment_name") or datamodule.open_project().name
+
+    def registered_model_name(self, datamodule) -> str:
+        return self.cfg.packaging.get("registered_model_name") or self.experiment_name(datamodule)
 
     def fit(self) -> dict[str, Any]:
         """Train, test on the best checkpoint, package and register; returns the results dict."""

@@ -1,0 +1,38 @@
+"""``ResilientMLFlowLogger``: Lightning's MLFlowLogger whose records survive an unreachable tracking store."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class ResilientMLFlowLogger(MLFlowLogger):
+    """Logs metrics through a ``RunRecorder`` (journaled while the store is down) and leaves the run's final
+    status to the pipeline, which knows whether test, packaging and registration succeeded too."""
+
+    def __init__(self, recorder, experiment_id: str | None = None, **kwargs: Any):
+        kwargs.setdefault("log_model", False)  # checkpoints are uploaded by MLflowModelCheckpoint as written
+        super().__init__(tracking_uri=recorder.tracking_uri, run_id=recorder.run_id, **kwargs)
+        self.recorder = recorder
+        if experiment_id is not None:
+            # Known up front: Lightning's setup then never needs the (possibly unreachable) server for it, and
+            # MLFlowLogger skips its global mlflow.set_tracking_uri call.
+            self._experiment_id = experiment_id
+            self._initialized = True
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        clean = {re.sub("[^a-zA-Z0-9_/. -]+", "", self._prefix + k if self._prefix else k): float(v)
+                 for k, v in metrics.items() if not isinstance(v, str)}
+        self.recorder.log_metrics(clean, step or 0)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        pass  # the pipeline logs the whole resolved config as params; logging it twice would clash on resume
+
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        pass  # the run is terminated by the pipeline (after test/packaging), not at the end of fit

@@ -1,0 +1,61 @@
+"""``python -m datamint_lightning tracking <command>``: replay an offline journal, show the MLflow setup."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+
+    from datamint_lightning.tracking.offline_journal import OfflineJournal
+    from datamint_lightning.tracking.tracking_uri import check_tracking_uri, redact
+
+    try:
+        journal = OfflineJournal.open(args.journal)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or journal.tracking_uri
+    if "***" in uri:
+        print("error: the journal's tracking URI is redacted (it held a secret); pass --tracking-uri or set "
+              "MLFLOW_TRACKING_URI.", file=sys.stderr)
+        return 2
+    check_tracking_uri(uri)
+    records = len(journal)
+    sent = journal.replay(MlflowClient(uri))
+    print(f"Replayed {sent} of {records} record(s) to run {journal.run_id} at {redact(uri)}.")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from datamint_lightning.tracking.mlflow_setup import active_project
+    from datamint_lightning.tracking.tracking_uri import embedded_tracking_uri, redact, resolve_tracking_uri
+
+    uri = resolve_tracking_uri()
+    project = active_project()
+    print(f"tracking URI: {redact(uri)}{' (embedded default)' if uri == embedded_tracking_uri() else ''}")
+    print(f"project:      {project.experiment_name if project else '(none: set DATAMINT_PROJECT_NAME)'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m datamint_lightning tracking",
+                                     description="MLflow tracking utilities.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    replay = commands.add_parser("replay", help="send the records a training journaled while MLflow was away")
+    replay.add_argument("journal", help="an mlflow_journal.jsonl file or the run's output folder")
+    replay.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the URI in the journal")
+    replay.set_defaults(handler=_replay)
+    show = commands.add_parser("show", help="print the tracking URI and the active project")
+    show.set_defaults(handler=_show)
+    args = parser.parse_args(argv)
+    from datamint_lightning.errors import DatamintLightningError
+
+    try:
+        return args.handler(args)
+    except DatamintLightningError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

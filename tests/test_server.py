@@ -1,0 +1,131 @@
+"""Against a real ``mlflow server`` (127.0.0.1, free port, one worker, proxied artifacts): the whole flow, and a
+server that disappears mid-training and comes back (records replayed at the end of fit)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import pytest
+import requests
+from conftest import TINY_OVERRIDES
+
+from datamint_lightning.training.segmentation_trainer import UNetPPTrainer
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """``mlflow server`` in its own process group; ``stop``/``start`` keep the same store and port."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+                   "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts"]
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+        self.process = subprocess.Popen(command, env=env, stdout=(self.root / "server.log").open("a"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("mlflow server exited: " + (self.root / "server.log").read_text()[-3000:])
+            try:
+                if requests.get(f"{self.uri}/health", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"mlflow server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the server and its worker only
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow_server"))
+    server.start()
+    yield server
+    server.stop()
+    mlflow.set_tracking_uri(None)  # the next in-process test must not inherit a dead server
+
+
+def _overrides(tmp_path: Path, *extra: str) -> list[str]:
+    return [*TINY_OVERRIDES, "trainer.limit_val_batches=2", "tracking.retry_interval=1",
+            "packaging.registered_model_name=server-test", f"paths.output_dir={tmp_path}", *extra]
+
+
+def test_whole_flow_against_a_server(tiny_demo, server, tmp_path):
+    results = UNetPPTrainer(tracking_uri=server.uri, overrides=_overrides(tmp_path)).fit()
+    client = mlflow.MlflowClient(server.uri)
+    run = client.get_run(results["run_id"])
+    assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
+    assert client.get_metric_history(run.info.run_id, "train/loss") and "test/dice" in run.data.metrics
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} >= {f"{tiny_demo.name}/train"}
+    checkpoints = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    assert run.data.tags["checkpoint.best"] in checkpoints and "checkpoints/last.ckpt" in checkpoints
+    version = client.get_model_version("server-test", results["registered_model_version"])
+    assert version.run_id == run.info.run_id and "dataset.train.digest" in version.tags
+    assert (server.root / "artifacts").is_dir()  # proxied: the files live on the server side
+    model = mlflow.pyfunc.load_model(f"models:/server-test@champion")
+    assert model.metadata.run_id == run.info.run_id
+
+
+class Outage(L.Callback):
+    """Kills the server after the second training batch and brings it back at the end of the last epoch."""
+
+    def __init__(self, server: MlflowServer):
+        self.server = server
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 0 and batch_idx == 1:
+            self.server.stop()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == trainer.max_epochs - 1:
+            self.server.start()
+
+
+class OutageTrainer(UNetPPTrainer):
+    server: MlflowServer
+
+    def build_callbacks(self):
+        return [*super().build_callbacks(), Outage(self.server)]
+
+
+def test_server_outage_mid_training_is_replayed_at_the_end_of_fit(tiny_demo, server, tmp_path):
+    OutageTrainer.server = server
+    results = OutageTrainer(tracking_uri=server.uri, overrides=_overrides(tmp_path, "trainer.max_epochs=2")).fit()
+    assert results["tracking_failures"], "the outage should have been noticed"
+    assert results["journal"] is None and not (tmp_path / "mlflow_journal.jsonl").exists()
+    assert list(tmp_path.glob("mlflow_journal.replayed-*.jsonl"))
+    client = mlflow.MlflowClient(server.uri)
+    run = client.get_run(results["run_id"])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+    assert sorted(steps) == list(range(len(steps))) and len(steps) >= 4  # none lost during the outage
+    assert len(client.get_metric_history(run.info.run_id, "val/dice")) == 2
+    checkpoints = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
+    on_disk = {f"checkpoints/{p.name}" for p in (tmp_path / "checkpoints").glob("*.ckpt")}
+    assert checkpoints == on_disk
+    assert results["registered_model_version"]
