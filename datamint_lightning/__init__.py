@@ -30,6 +30,8 @@ _EXPORTS = {
     "DatamintModel": "datamint_lightning.serving.datamint_model",
     "DatamintSegmentationModel": "datamint_lightning.serving.segmentation_model",
     "DatamintVolumeSegmentationModel": "datamint_lightning.serving.volume_model",
+    "DatamintClassificationModel": "datamint_lightning.serving.classification_model",
+    "DatamintMultilabelClassificationModel": "datamint_lightning.serving.classification_model",
     "ModelSettings": "datamint_lightning.serving.settings",
     "TaskType": "datamint_lightning.serving.enums",
     "PredictionMode": "datamint_lightning.serving.enums",

@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
+from serving_helpers import post, serve_model, tracking_store
 
 from datamint_lightning.serving.encoding import decode_mask
 
 MODEL_NAME = "serving_test_seg"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +25,7 @@ def registry(tmp_path_factory):
     from datamint_lightning.data.preprocessing import Preprocessing
 
     folder = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{folder}/mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with tracking_store(folder) as uri:
         network, preprocessing = tiny_2d_network(), Preprocessing(image_size=64)
         examples = [np.random.default_rng(i).normal(40, 80, (48, 56)).astype(np.float32) for i in range(2)]
         experiment = mlflow.set_experiment("serving-test")
@@ -51,48 +35,12 @@ def registry(tmp_path_factory):
         MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", packaged.version)
         yield {"uri": uri, "folder": folder, "network": network, "preprocessing": preprocessing,
                "model_uri": packaged.model_uri}
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture(scope="module")
 def server(registry):
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": registry["uri"],
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = open(registry["folder"] / "serve.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL_NAME}@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow models serve exited with {process.returncode}: "
-                            f"{(registry['folder'] / 'serve.log').read_text()[-2000:]}")
-            try:
-                if requests.get(f"{url}/ping", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("mlflow models serve did not answer /ping within 60 s")
-            time.sleep(0.5)
+    with serve_model(f"models:/{MODEL_NAME}@champion", registry["uri"], registry["folder"] / "serve.log") as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server's own process group (uvicorn workers included)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-
-
-def post(url: str, inputs, **params) -> requests.Response:
-    return requests.post(f"{url}/invocations", json={"inputs": inputs, "params": params}, timeout=60)
 
 
 def local_masks(registry, inputs, **params):

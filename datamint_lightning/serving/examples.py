@@ -1,5 +1,5 @@
-"""Small, randomly initialised Datamint models (a 2D smp U-Net and a 3D MONAI U-Net) for tests, benchmarks
-and trying the serving stack without training. Nothing is downloaded."""
+"""Small, randomly initialised Datamint models (a 2D smp U-Net, a 3D MONAI U-Net and a torchvision ResNet-18
+classifier) for tests, benchmarks and trying the serving stack without training. Nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ TINY_2D_NETWORK = {"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 
                    "in_channels": 1, "classes": 2, "encoder_weights": None}
 TINY_3D_NETWORK = {"arch": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 2,
                    "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}
+TINY_CLASSIFIER = {"library": "torchvision", "arch": "resnet18", "in_channels": 1}
 TINY_3D_SETTINGS = {"input_size": [16, 32, 32], "spacing": [2.0, 1.0, 1.0], "sw_batch_size": 4, "overlap": 0.25,
                     "intensity": {"intensity": "ct_window", "window_center": 60, "window_width": 400}}
 
@@ -69,3 +70,28 @@ def save_tiny_volume_model(path: str | Path, labels: tuple[str, ...] = ("liver",
     save_volume_segmentation(path, network, config, list(labels), {**TINY_3D_SETTINGS, **(model_settings or {})},
                              input_example=example)
     return network
+
+
+def tiny_classifier(num_classes: int, seed: int = 0, config: dict[str, Any] | None = None):
+    import torch
+
+    from datamint_lightning.serving.classification import build_classifier
+
+    torch.manual_seed(seed)
+    return build_classifier({**(config or TINY_CLASSIFIER), "num_classes": num_classes})
+
+
+def save_tiny_classification_model(path: str | Path, labels: tuple[str, ...] = ("normal", "nodule", "mass"),
+                                   multilabel: bool = False, image_size: int = 64, network=None,
+                                   config: dict[str, Any] | None = None,
+                                   model_settings: dict[str, Any] | None = None):
+    """Save a 2D ``DatamintClassificationModel`` (multi-label with ``multilabel``); returns (network, preprocessing)."""
+    from datamint_lightning.data.preprocessing import Preprocessing
+    from datamint_lightning.packaging.packager import save_classification
+
+    config = dict(config or TINY_CLASSIFIER)
+    network = network if network is not None else tiny_classifier(len(labels), config=config)
+    preprocessing = Preprocessing(image_size=image_size)
+    save_classification(path, network, config, list(labels), preprocessing, multilabel=multilabel,
+                        model_settings=model_settings)
+    return network, preprocessing
