@@ -13,8 +13,8 @@ import numpy as np
 from datamint_lightning import DEMO_PROJECT_NAME, UNetPPTrainer
 
 
-def main(project: str = DEMO_PROJECT_NAME) -> None:
-    trainer = UNetPPTrainer(project=project, max_epochs=3, register_model=True)
+def main(project: str = DEMO_PROJECT_NAME, max_epochs: int = 3) -> dict:
+    trainer = UNetPPTrainer(project=project, max_epochs=max_epochs, register_model=True)
     results = trainer.fit()
     print("test metrics:", results["test_results"])
 
@@ -25,6 +25,7 @@ def main(project: str = DEMO_PROJECT_NAME) -> None:
     hu_slice = np.full((256, 256), -1000.0, dtype=np.float32)  # any (H, W) array in Hounsfield units
     annotations = model.predict([hu_slice])[0]
     print({a["identifier"]: int(a["mask"].sum()) for a in annotations})
+    return results
 
 
 if __name__ == "__main__":
