@@ -83,10 +83,6 @@ class DatamintDataModule(L.LightningDataModule):
         return self._image_size
 
     @property
-    def split_fractions(self) -> Any:  # the earlier name, kept for callers that print it
-        return self.split_spec
-
-    @property
     def task(self) -> str:
         return self._task or self.open_project().task
 

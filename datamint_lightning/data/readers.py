@@ -61,7 +61,8 @@ def _floats(dataset, keyword: str, path: Path | str, count: int) -> np.ndarray:
     return np.array([float(v) for v in value])
 
 
-def _rescaled(dataset, path: Path | str) -> np.ndarray:
+def dicom_pixels(dataset, path: Path | str) -> np.ndarray:
+    """Pixel data in modality units (rescale slope and intercept applied), float32."""
     try:
         pixels = dataset.pixel_array
     except Exception as error:  # missing decoder plugins, truncated pixel data, ...
@@ -145,7 +146,7 @@ def load_dicom_series(files: list[Path], label: str | None = None) -> DicomSerie
     headers, step, normal = _order_slices(headers, label)
     slices = []
     for path, _ in headers:
-        pixels = _rescaled(read_dicom(path), path)
+        pixels = dicom_pixels(read_dicom(path), path)
         if pixels.ndim != 2:
             raise DataError(f"DICOM file {path} has pixel shape {pixels.shape}; expected one grey-level frame.")
         if slices and pixels.shape != slices[0].shape:
@@ -284,7 +285,7 @@ def read_image(path: str | Path, mask: bool = False) -> Image2D:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Image file {path} does not exist.")
-    return _read_dicom_image(path) if is_dicom_path(path) else _read_pillow(path, mask)
+    return dicom_image(read_dicom(path), path) if is_dicom_path(path) else _read_pillow(path, mask)
 
 
 def read_image_file(path: str | Path) -> tuple[np.ndarray, bool]:
@@ -293,11 +294,13 @@ def read_image_file(path: str | Path) -> tuple[np.ndarray, bool]:
     return image.array, image.display_8bit
 
 
-def _read_dicom_image(path: Path) -> Image2D:
-    dataset = read_dicom(path)
+def dicom_image(dataset, path: Path | str) -> Image2D:
+    """A single-frame DICOM dataset as a 2D image; MONOCHROME1 (radiographs) is inverted so dense is bright."""
     if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
         raise DataError(f"DICOM file {path} has {dataset.NumberOfFrames} frames; expected a single 2D image.")
-    pixels = _rescaled(dataset, path)
+    pixels = dicom_pixels(dataset, path)
+    if dataset.get("PhotometricInterpretation", "") == "MONOCHROME1":
+        pixels = pixels.max() - pixels
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):  # colour (ultrasound, photos): luminance
         pixels = pixels[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
     if pixels.ndim != 2:

@@ -130,31 +130,16 @@ def load_path(path: Path) -> ImageInput | VolumeInput:
 
 
 def _load_picture(path: Path) -> ImageInput:
-    from PIL import Image, UnidentifiedImageError
+    from datamint_lightning.data.readers import read_image
 
-    try:
-        with Image.open(path) as picture:
-            if picture.mode in ("I;16", "I;16B", "I", "F"):
-                return ImageInput(np.asarray(picture, dtype=np.float32), False, str(path))
-            return ImageInput(np.asarray(picture.convert("L"), dtype=np.float32), True, str(path))
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise PredictionError(f"Cannot read image file {path}: {error}") from error
+    image = read_image(path)  # the importers' decoder, so inference sees what training saw
+    return ImageInput(np.asarray(image.array, np.float32), image.display_8bit, str(path))
 
 
 def _load_dicom(path: Path) -> ImageInput | VolumeInput:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    from datamint_lightning.data.readers import dicom_image, dicom_pixels, read_dicom
 
-    try:
-        dataset = pydicom.dcmread(path)
-        pixels = dataset.pixel_array.astype(np.float32)
-    except (InvalidDicomError, AttributeError, ValueError, OSError, TypeError) as error:
-        raise PredictionError(f"Cannot read {path} as DICOM (or a supported image format): {error}") from error
-    pixels = pixels * float(getattr(dataset, "RescaleSlope", 1) or 1) + float(getattr(dataset, "RescaleIntercept", 0) or 0)
-    if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
-        pixels = pixels.max() - pixels
-    if pixels.ndim == 3 and int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
-        return VolumeInput(pixels, None, str(path))
-    if pixels.ndim != 2:
-        raise PredictionError(f"DICOM file {path} has pixel data of shape {pixels.shape}; expected a grayscale image.")
-    return ImageInput(pixels, False, str(path))
+    dataset = read_dicom(path)
+    if int(dataset.get("NumberOfFrames", 1) or 1) > 1:  # a multi-frame object is a volume of its frames
+        return VolumeInput(dicom_pixels(dataset, path), None, str(path))
+    return ImageInput(np.asarray(dicom_image(dataset, path).array, np.float32), False, str(path))

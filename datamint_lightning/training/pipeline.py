@@ -60,9 +60,10 @@ def _log_dataset_inputs(datamodule, run) -> None:
     from mlflow.entities import InputTag
 
     datamodule.setup("fit")
-    for context, dataset in describe().items():
-        mlflow.MlflowClient(run.tracking_uri).log_inputs(run.run_id, datasets=[mlflow.entities.DatasetInput(
-            dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+    inputs = [mlflow.entities.DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+              for context, dataset in describe().items()]
+    if inputs:
+        mlflow.MlflowClient(run.tracking_uri).log_inputs(run.run_id, datasets=inputs)
 
 
 @contextlib.contextmanager
