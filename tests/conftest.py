@@ -39,3 +39,19 @@ def tiny_demo(isolated_home: Path):
     from datamint_lightning.data.projects import ProjectStore
 
     return ensure_demo_project(ProjectStore(), **TINY_DEMO)
+
+
+
+
+@pytest.fixture(scope="session")
+def session_mlflow_environment(isolated_home: Path) -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_mlflow_environment(session_mlflow_environment: dict[str, str]):
+    """After each test, MLFLOW_* variables go back to the session's (module fixtures may export some too)."""
+    from helpers import reset_mlflow_environment
+
+    yield
+    reset_mlflow_environment(session_mlflow_environment)

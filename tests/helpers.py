@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -21,3 +22,21 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 def run_python(code: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], cwd=cwd or REPO, env=dict(os.environ),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def reset_mlflow_environment(baseline: dict[str, str]) -> None:
+    """Set the MLFLOW_* variables back to ``baseline``: MLflow's set_tracking_uri and set_experiment export
+    MLFLOW_TRACKING_URI and MLFLOW_EXPERIMENT_ID, which would make one test's store the next test's default."""
+    for key in [key for key in os.environ if key.startswith("MLFLOW_")]:
+        del os.environ[key]
+    os.environ.update(baseline)
+
+
+@contextlib.contextmanager
+def restored_mlflow_environment():
+    """The MLFLOW_* variables as they were on entry, once the block is done."""
+    saved = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+    try:
+        yield
+    finally:
+        reset_mlflow_environment(saved)

@@ -65,14 +65,16 @@ def serve_model(model_uri: str, tracking_uri: str, log_path: Path) -> Iterator[s
 def tracking_store(folder: Path) -> Iterator[str]:
     """A fresh sqlite tracking + registry store in ``folder``, current while inside; yields its URI."""
     import mlflow
+    from helpers import restored_mlflow_environment
 
     uri = f"sqlite:///{folder}/mlflow.db"
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield uri
-    finally:
-        mlflow.set_tracking_uri(previous)
+    with restored_mlflow_environment():
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(previous)
 
 
 def post(url: str, inputs, **params) -> requests.Response:

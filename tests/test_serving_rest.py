@@ -28,8 +28,9 @@ def registry(tmp_path_factory):
     with tracking_store(folder) as uri:
         network, preprocessing = tiny_2d_network(), Preprocessing(image_size=64)
         examples = [np.random.default_rng(i).normal(40, 80, (48, 56)).astype(np.float32) for i in range(2)]
-        experiment = mlflow.set_experiment("serving-test")
-        with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        experiment_id = MlflowClient().create_experiment(  # not set_experiment: no global state
+            "serving-test", artifact_location=(folder / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment_id) as run:
             packaged = package_segmentation(network, TINY_2D_NETWORK, ["liver"], preprocessing, run.info.run_id,
                                             examples, registered_model_name=MODEL_NAME)
         MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", packaged.version)

@@ -30,8 +30,9 @@ def registry(tmp_path_factory):
     with tracking_store(folder) as uri:
         network = tiny_3d_network()
         example = request_example(np.zeros((8, 32, 32), np.float32), {"mode": "volume"}, max_side=32)
-        experiment = mlflow.set_experiment("serving-volume-test")
-        with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
+        experiment_id = MlflowClient().create_experiment(  # not set_experiment: no global state
+            "serving-volume-test", artifact_location=(folder / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment_id) as run:
             artifacts = volume_segmentation_artifacts(folder, network, TINY_3D_NETWORK, ["liver"], TINY_3D_SETTINGS)
             info = log_model(DatamintVolumeSegmentationModel, artifacts=artifacts,
                              annotation_specs=segmentation_specs(["liver"], "volume"), model_settings=TINY_3D_SETTINGS,
