@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+sys_path_tests = str(Path(__file__).resolve().parents[1] / "tests")  # the tiny model factories live with the tests
 
 
 def median_seconds(function, repeats: int) -> float:
@@ -39,7 +42,8 @@ def main() -> None:
     import torch
 
     from datamint_lightning.packaging.flavor import load_model
-    from datamint_lightning.serving.examples import save_tiny_segmentation_model, save_tiny_volume_model
+    sys.path.insert(0, sys_path_tests)
+    from model_factories import save_tiny_segmentation_model, save_tiny_volume_model
 
     rng = np.random.default_rng(0)
     images = rng.normal(40, 80, (args.batch, args.size, args.size)).astype(np.float32)

@@ -10,7 +10,7 @@ import yaml
 from datamint_lightning.packaging.flavor import load_model, save_model
 from datamint_lightning.serving.datamint_model import DatamintModel
 from datamint_lightning.serving.enums import TaskType
-from datamint_lightning.serving.examples import save_tiny_segmentation_model
+from model_factories import save_tiny_segmentation_model
 
 
 class RefinedSegmentation(DatamintModel):

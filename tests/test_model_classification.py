@@ -11,7 +11,7 @@ import yaml
 
 from datamint_lightning.errors import PackagingError, PredictionError
 from datamint_lightning.packaging.flavor import load_model
-from datamint_lightning.serving.examples import save_tiny_classification_model
+from model_factories import save_tiny_classification_model
 
 LABELS = ("normal", "nodule", "mass")
 TIMM_CONFIG = {"library": "timm", "arch": "test_resnet", "in_channels": 1}  # timm's tiny test network
@@ -152,7 +152,7 @@ def test_bad_requests(model, inputs, params, message):
 def test_save_refuses_a_config_that_does_not_describe_the_network(tmp_path):
     from datamint_lightning.data.preprocessing import Preprocessing
     from datamint_lightning.packaging.packager import save_classification
-    from datamint_lightning.serving.examples import tiny_classifier
+    from model_factories import tiny_classifier
 
     network = tiny_classifier(2, config=TIMM_CONFIG)
     with pytest.raises(PackagingError, match="num_classes=5 but there are 2 labels"):

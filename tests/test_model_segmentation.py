@@ -16,7 +16,7 @@ import yaml
 from datamint_lightning.errors import PredictionError
 from datamint_lightning.packaging.flavor import load_model
 from datamint_lightning.serving.encoding import decode_mask
-from datamint_lightning.serving.examples import save_tiny_segmentation_model
+from model_factories import save_tiny_segmentation_model
 from datamint_lightning.serving.segmentation import mask_annotations, segment_slices
 
 SDK_KEYS = {"task_type", "supported_modes", "model_settings", "linked_models", "annotation_specs", "datamint_version"}

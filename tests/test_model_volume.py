@@ -9,7 +9,7 @@ import yaml
 
 from datamint_lightning.errors import PredictionError
 from datamint_lightning.packaging.flavor import load_model
-from datamint_lightning.serving.examples import save_tiny_volume_model
+from model_factories import save_tiny_volume_model
 from datamint_lightning.serving.settings import ModelSettings
 
 

@@ -21,7 +21,7 @@ def registry(tmp_path_factory):
     from mlflow import MlflowClient
 
     from datamint_lightning.packaging.packager import package_segmentation
-    from datamint_lightning.serving.examples import TINY_2D_NETWORK, tiny_2d_network
+    from model_factories import TINY_2D_NETWORK, tiny_2d_network
     from datamint_lightning.data.preprocessing import Preprocessing
 
     folder = tmp_path_factory.mktemp("registry")

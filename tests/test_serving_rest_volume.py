@@ -23,7 +23,7 @@ def registry(tmp_path_factory):
     from datamint_lightning.packaging.flavor import default_pip_requirements, log_model
     from datamint_lightning.packaging.packager import (request_example, segmentation_specs,
                                                        volume_segmentation_artifacts)
-    from datamint_lightning.serving.examples import TINY_3D_NETWORK, TINY_3D_SETTINGS, tiny_3d_network
+    from model_factories import TINY_3D_NETWORK, TINY_3D_SETTINGS, tiny_3d_network
     from datamint_lightning.serving.volume_model import DatamintVolumeSegmentationModel
 
     folder = tmp_path_factory.mktemp("registry_volume")

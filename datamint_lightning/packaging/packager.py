@@ -50,14 +50,11 @@ def request_example(array: np.ndarray, params: dict[str, Any], max_side: int = 6
 
 def write_model_files(folder: str | Path, spec: dict[str, Any], network) -> dict[str, str]:
     """``model_spec`` (JSON) and ``weights`` (safetensors) artifacts for ``network`` in ``folder``."""
-    from safetensors.torch import save_file
-
+    from datamint_lightning.networks import save_spec_and_weights
     from datamint_lightning.serving.segmentation_model import SPEC_ARTIFACT, WEIGHTS_ARTIFACT
 
-    spec_path, weights_path = Path(folder) / "model_spec.json", Path(folder) / "weights.safetensors"
-    spec_path.write_text(json.dumps(spec, indent=2))
-    save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}, str(weights_path))
-    return {SPEC_ARTIFACT: str(spec_path), WEIGHTS_ARTIFACT: str(weights_path)}
+    files = save_spec_and_weights(folder, spec, network)
+    return {SPEC_ARTIFACT: str(files["spec"]), WEIGHTS_ARTIFACT: str(files["weights"])}
 
 
 def segmentation_specs(labels: list[str], scope: str) -> list[dict[str, Any]]:
@@ -130,7 +127,7 @@ def classification_artifacts(folder: str | Path, network, network_config: dict[s
     """Artifacts of a 2D classifier; checks the config rebuilds a network answering one score per label."""
     import torch
 
-    from datamint_lightning.serving.classification import build_classifier
+    from datamint_lightning.networks.classifiers import build_classifier
 
     config = {**network_config, "num_classes": len(labels)}
     if network_config.get("num_classes") not in (None, len(labels)):
@@ -162,7 +159,7 @@ def save_classification(path: str | Path, network, network_config: dict[str, Any
     ``serving/classification.py``); ``preprocessing``: the ``Preprocessing`` used in training.
     """
     from datamint_lightning.packaging.flavor import default_pip_requirements, save_model
-    from datamint_lightning.serving.classification import PIP_PACKAGES
+    from datamint_lightning.networks.classifiers import PIP_PACKAGES
     from datamint_lightning.serving.classification_model import (DatamintClassificationModel,
                                                                  DatamintMultilabelClassificationModel)
     from datamint_lightning.serving.settings import ModelSettings

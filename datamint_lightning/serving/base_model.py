@@ -114,7 +114,7 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
 
     def decode_inputs(self, model_input: Any) -> list[Any]:
         """A list of ``ImageInput``/``VolumeInput`` from a list of items or a single item (see ``inputs.py``)."""
-        from datamint_lightning.serving.inputs import load_input, split_items
+        from datamint_lightning.serving.decode import load_input, split_items
 
         items = split_items(model_input)
         if not items:

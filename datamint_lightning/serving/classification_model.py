@@ -34,10 +34,8 @@ class DatamintClassificationModel(DatamintModel):
     multilabel: ClassVar[bool] = False
 
     def load_artifacts(self, context) -> None:
-        from safetensors.torch import load_file
-
         from datamint_lightning.data.preprocessing import Preprocessing
-        from datamint_lightning.serving.classification import build_classifier
+        from datamint_lightning.networks import load_network
         from datamint_lightning.serving.settings import ModelSettings
 
         self.spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
@@ -47,9 +45,7 @@ class DatamintClassificationModel(DatamintModel):
         self.labels: list[str] = list(self.spec["labels"])
         self.preprocessing = Preprocessing.from_dict(self.spec["preprocessing"])
         self.settings = ModelSettings.from_dict(self.spec.get("settings") or self.settings.to_dict())
-        self.network = build_classifier(self.spec["network"])
-        self.network.load_state_dict(load_file(context.artifacts[WEIGHTS_ARTIFACT]))
-        self.network.eval()
+        self.network = load_network(self.spec["network"], context.artifacts[WEIGHTS_ARTIFACT], library="torchvision")
 
     def _threshold(self, confidence_threshold: Any, threshold: Any) -> float | None:
         value = resolve_threshold(self.settings, confidence_threshold, threshold)

@@ -39,9 +39,9 @@ def load_linked_model(uri: str, device: str) -> Any:
                 pass
             return module
         if "datamint" in flavors:
-            from datamint_lightning.packaging.flavor import load_model
+            import mlflow.pyfunc
 
-            return load_model(uri, device=device)
+            return mlflow.pyfunc.load_model(uri, model_config={"device": device})
         import mlflow.pyfunc
 
         return mlflow.pyfunc.load_model(uri)

@@ -35,41 +35,6 @@ class VolumeInput:
     primary_slice: int | None = None  # the slice a reader flagged as key (else the middle one is used)
 
 
-def split_items(model_input: Any) -> list[Any]:
-    """The list of items in ``model_input`` (a list, a 1-D object/string array, or one item)."""
-    if isinstance(model_input, (list, tuple)):
-        return list(model_input)
-    dtype = getattr(model_input, "dtype", None)
-    if dtype is not None and (dtype == object or dtype.kind in "US") and getattr(model_input, "ndim", 0) == 1:
-        return list(model_input)
-    if _is_dataframe(model_input):
-        raise PredictionError("Inputs as a table are not supported; send {\"inputs\": [...]} with paths, arrays "
-                              "or input dicts (see datamint_lightning.serving.rest).")
-    return [model_input]
-
-
-def _is_dataframe(value: Any) -> bool:
-    return type(value).__name__ == "DataFrame"
-
-
-def load_input(item: Any, index: int = 0) -> ImageInput | VolumeInput:
-    """One prediction input, or a ``PredictionError`` naming the input and what was expected."""
-    if isinstance(item, np.ndarray) and item.ndim == 0:  # JSON scalars arrive as 0-d arrays from MLflow
-        item = item.item()
-    if isinstance(item, (str, Path)):
-        return load_path(Path(item))
-    if isinstance(item, dict):
-        from datamint_lightning.serving.rest import load_request_item
-
-        return load_request_item(item, index)
-    if type(item).__name__ == "Resource" and hasattr(item, "image"):
-        return _load_resource(item, index)
-    if isinstance(item, np.ndarray) or hasattr(item, "__array__"):
-        return from_array(np.asarray(item), f"input[{index}] (array)")
-    raise PredictionError(f"input[{index}] is a {type(item).__name__}; expected a file path, a numpy array, "
-                          "a Resource or an input dict.")
-
-
 def from_array(array: np.ndarray, source: str, spacing: Any = None) -> ImageInput | VolumeInput:
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise PredictionError(f"{source} has dtype {array.dtype}; expected numbers.")
@@ -91,7 +56,7 @@ def check_spacing(spacing: Any, source: str) -> tuple[float, float, float] | Non
     return tuple(float(v) for v in values)
 
 
-def _load_resource(resource: Any, index: int) -> ImageInput | VolumeInput:
+def load_resource(resource: Any, index: int) -> ImageInput | VolumeInput:
     path = Path(resource.image)
     root = getattr(resource, "metadata", {}).get("project_root")
     if not path.is_absolute() and root:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from datamint_lightning.errors import PredictionError
+from datamint_lightning.networks import load_network
 from datamint_lightning.serving.datamint_model import DatamintModel
 from datamint_lightning.serving.enums import PredictionMode, TaskType
 from datamint_lightning.serving.inputs import ImageInput, VolumeInput
@@ -24,17 +25,6 @@ SPEC_ARTIFACT = "model_spec"  # JSON: network config, labels, preprocessing, set
 WEIGHTS_ARTIFACT = "weights"  # safetensors state dict of the network
 COMMON_PARAMS = ("confidence_threshold", "threshold", "batch_size")
 Annotations = list[list[dict[str, Any]]]
-
-
-def load_network(spec: dict[str, Any], weights_path: str | Path, device: str = "cpu"):
-    """The network described by ``spec['network']`` with the saved weights, in eval mode on ``device``."""
-    from safetensors.torch import load_file
-
-    from datamint_lightning.training.networks import build_network
-
-    network = build_network({**spec["network"], "encoder_weights": None})
-    network.load_state_dict(load_file(str(weights_path)))
-    return network.eval().to(device)
 
 
 def resolve_threshold(settings: ModelSettings, confidence_threshold: Any = None, threshold: Any = None) -> float | None:
@@ -71,7 +61,7 @@ class DatamintSegmentationModel(DatamintModel):
         self.labels: list[str] = list(self.spec["labels"])
         self.preprocessing = Preprocessing.from_dict(self.spec["preprocessing"])
         self.settings = ModelSettings.from_dict(self.spec.get("settings") or self.settings.to_dict())
-        self.network = load_network(self.spec, context.artifacts[WEIGHTS_ARTIFACT], "cpu")
+        self.network = load_network(self.spec["network"], context.artifacts[WEIGHTS_ARTIFACT], "cpu", library="smp")
 
     def _segment(self, slices: np.ndarray, display_8bit: bool, batch_size: Any) -> tuple[np.ndarray, np.ndarray]:
         from datamint_lightning.serving.segmentation import segment_slices

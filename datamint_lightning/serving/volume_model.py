@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
-from datamint_lightning.errors import ConfigError, PredictionError
+from datamint_lightning.errors import PredictionError
+from datamint_lightning.networks import load_network
 from datamint_lightning.serving.datamint_model import DatamintModel
 from datamint_lightning.serving.enums import PredictionMode, TaskType
 from datamint_lightning.serving.modes import prediction_mode
@@ -20,34 +21,16 @@ from datamint_lightning.serving.settings import ModelSettings
 from datamint_lightning.serving.slicing import check_index, require_volume
 
 
-def build_monai_network(config: dict[str, Any]):
-    """A ``monai.networks.nets`` network from ``{"arch": name, **constructor arguments}``."""
-    from monai.networks import nets
-
-    config = dict(config)
-    arch = config.pop("arch", None)
-    if not arch or not hasattr(nets, arch):
-        raise ConfigError(f"network arch={arch!r} is not a monai.networks.nets class (e.g. UNet, SegResNet).")
-    try:
-        return getattr(nets, arch)(**config)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"Cannot build MONAI {arch} with {config}: {error}") from error
-
-
 class DatamintVolumeSegmentationModel(DatamintModel):
     """Semantic segmentation of 3D volumes with MONAI sliding-window inference; masks on the input's grid."""
 
     task_type: ClassVar[TaskType] = TaskType.VOLUME_SEGMENTATION
 
     def load_artifacts(self, context) -> None:
-        from safetensors.torch import load_file
-
         self.spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
         self.labels: list[str] = list(self.spec["labels"])
         self.settings = ModelSettings.from_dict(self.spec.get("settings"))
-        self.network = build_monai_network(self.spec["network"])
-        self.network.load_state_dict(load_file(context.artifacts[WEIGHTS_ARTIFACT]))
-        self.network.eval()
+        self.network = load_network(self.spec["network"], context.artifacts[WEIGHTS_ARTIFACT], library="monai")
 
     def _segment(self, item: Any, mode: str, batch_size: Any):
         from datamint_lightning.serving.volume_segmentation import segment_volume

@@ -15,7 +15,13 @@ log = logging.getLogger(__name__)
 
 
 class MLflowModelCheckpoint(ModelCheckpoint):
-    """Keeps ``ModelCheckpoint``'s monitor/mode/save_top_k/save_last semantics and mirrors the files to MLflow.
+    """Keeps ``ModelCheckpoint``'s monitor/mode/save_top_k semantics and mirrors the files to MLflow.
+
+    It finds its run in ``setup`` from the trainer's ``MLFlowLogger`` (any Lightning script works; no extra call),
+    or from ``tracking_uri``/``run_id`` given explicitly. With ``save_last`` (the default here), ``last.ckpt`` is
+    rewritten at the end of *every* epoch and when training stops on an exception: Lightning itself rewrites it
+    only in a step that also saved a top-k checkpoint, so once the monitored metric stops improving its
+    ``last.ckpt`` stays at the best step, and a resume would retrain (and re-log) every step since.
 
     Each checkpoint is queued for upload to ``<artifact_dir>/`` of the run the moment it is written; a background
     thread uploads it while training goes on (a crash or SIGKILL leaves at most the file being uploaded out of the
@@ -28,6 +34,7 @@ class MLflowModelCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, tracking_uri: str | None = None, run_id: str | None = None,
                  artifact_dir: str = "checkpoints", **kwargs: Any):
         kwargs.setdefault("auto_insert_metric_name", False)  # '=' and '/' make awkward artifact names
+        kwargs.setdefault("save_last", True)
         super().__init__(*args, **kwargs)
         self.tracking_uri = tracking_uri
         self.run_id = run_id
@@ -36,6 +43,7 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         self.recorder = None
         self.uploaded: list[str] = []
         self.best_model_step: int | None = None
+        self._last_saved_at_step: int | None = None
         self._worker = UploadWorker()
 
     def attach(self, tracking_uri: str, run_id: str, recorder=None, task: str | None = None) -> None:
@@ -46,6 +54,40 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         self.recorder = recorder or RunRecorder(tracking_uri, run_id, Path(self.dirpath or ".") / "journal.jsonl")
 
     # ---- Lightning hooks ---------------------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.recorder is None and trainer.is_global_zero:
+            self._find_run(trainer)
+
+    def _find_run(self, trainer) -> None:
+        """The run to mirror into: an explicit ``tracking_uri``/``run_id``, else the trainer's MLflow logger's (a
+        tracked run's logger brings its recorder, with the offline journal)."""
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        if self.tracking_uri and self.run_id:
+            self.attach(self.tracking_uri, self.run_id, task=self.task)
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, MLFlowLogger) and logger.run_id:
+                self.attach(logger._tracking_uri, logger.run_id, getattr(logger, "recorder", None), task=self.task)
+                return
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer) -> None:
+        # Runs after validation of this epoch (and after Lightning's own saves), so last.ckpt holds the epoch's
+        # end state, its metrics and this callback's updated best-k state.
+        if (self.save_last and not trainer.fast_dev_run and not trainer.sanity_checking
+                and self._last_saved_at_step != trainer.global_step and trainer.global_step > 0):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_last_checkpoint(self, trainer, monitor_candidates) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_saved_at_step = trainer.global_step
+
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         self._worker.wait_for(filepath)  # never rewrite a file (last.ckpt) while it is being uploaded
         super()._save_checkpoint(trainer, filepath)
@@ -75,6 +117,8 @@ class MLflowModelCheckpoint(ModelCheckpoint):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)
+        if not getattr(exception, "corrupts_weights", False):  # never make non-finite weights the resume point
+            self._refresh_last(trainer)
         self.flush()
 
     def teardown(self, trainer, pl_module, stage: str) -> None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from datamint_lightning.training.metrics import DiceScore
-from datamint_lightning.training.networks import build_network
+from datamint_lightning.networks import build_network
 
 
 class SegmentationModule(L.LightningModule):

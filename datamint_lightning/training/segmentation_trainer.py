@@ -15,7 +15,7 @@ class SegmentationTrainer(TaskTrainer):
     input_multiple: ClassVar[int] = 32  # smp encoders downsample by 2**5
 
     def validate(self, datamodule, module) -> None:
-        from datamint_lightning.training.networks import check_input_size
+        from datamint_lightning.networks.smp_networks import check_input_size
 
         check_input_size(datamodule.image_size, self.input_multiple)
 

@@ -19,7 +19,7 @@ TINY_3D_SETTINGS = {"input_size": [16, 32, 32], "spacing": [2.0, 1.0, 1.0], "sw_
 def tiny_2d_network(seed: int = 0, config: dict[str, Any] | None = None):
     import torch
 
-    from datamint_lightning.training.networks import build_network
+    from datamint_lightning.networks import build_network
 
     torch.manual_seed(seed)
     return build_network(dict(config or TINY_2D_NETWORK)).eval()
@@ -28,10 +28,10 @@ def tiny_2d_network(seed: int = 0, config: dict[str, Any] | None = None):
 def tiny_3d_network(seed: int = 0, config: dict[str, Any] | None = None):
     import torch
 
-    from datamint_lightning.serving.volume_model import build_monai_network
+    from datamint_lightning.networks import build_network
 
     torch.manual_seed(seed)
-    return build_monai_network(dict(config or TINY_3D_NETWORK)).eval()
+    return build_network(dict(config or TINY_3D_NETWORK), library="monai").eval()
 
 
 def save_tiny_segmentation_model(path: str | Path, labels: tuple[str, ...] = ("liver",), image_size: int = 64,
@@ -75,7 +75,7 @@ def save_tiny_volume_model(path: str | Path, labels: tuple[str, ...] = ("liver",
 def tiny_classifier(num_classes: int, seed: int = 0, config: dict[str, Any] | None = None):
     import torch
 
-    from datamint_lightning.serving.classification import build_classifier
+    from datamint_lightning.networks.classifiers import build_classifier
 
     torch.manual_seed(seed)
     return build_classifier({**(config or TINY_CLASSIFIER), "num_classes": num_classes})
