@@ -270,7 +270,9 @@ def _scoped_environment(values: dict[str, str], keep_existing: bool = False):
 @contextlib.contextmanager
 def _scoped_mlflow_uri(uri: str):
     """MLflow's fluent calls (``Model.log``, ``models:/`` loading) use its global URI: point it at this run's
-    store while the run is open, then put back what the caller had (the global and the variable it exports)."""
+    store while the run is open. Afterwards a caller's own choice is put back; a caller who had chosen none (a
+    notebook) keeps this store, so ``mlflow.pyfunc.load_model("models:/...")`` right after ``fit()`` finds the
+    model. The exported ``MLFLOW_*_URI`` variables are always restored."""
     import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
@@ -283,8 +285,9 @@ def _scoped_mlflow_uri(uri: str):
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(previous)
-            mlflow.set_registry_uri(previous_registry)
+            if previous is not None:
+                mlflow.set_tracking_uri(previous)
+                mlflow.set_registry_uri(previous_registry)
 
 
 class _RedactingFormatter(logging.Formatter):
