@@ -140,6 +140,8 @@ class TrackedRun:
                                     retry_interval=plan.retry_interval)
         self.logger = ResilientMLFlowLogger(self.recorder, experiment_id=self.experiment_id)
         self.logger.task = plan.task  # MLflowModelCheckpoint stamps it into checkpoints (resume checks it)
+        if plan.resume_run_id and self.owner:
+            self.logger.logged_through = _last_logged_steps(client, self.run_id)
 
     def _create(self) -> str:
         from mlflow import MlflowClient
@@ -244,6 +246,12 @@ class TrackedRun:
             return {}
         username, password = self._credentials
         return {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+def _last_logged_steps(client, run_id: str) -> dict[str, int]:
+    """The last step of each metric already in the run (what a resumed training must not log again)."""
+    return {key: max(m.step for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics}
 
 
 def _error_text(error: BaseException) -> str:
