@@ -71,7 +71,7 @@ def server(tmp_path_factory):
 
 
 def _overrides(tmp_path: Path, *extra: str) -> list[str]:
-    return [*TINY_OVERRIDES, "trainer.limit_val_batches=2", "tracking.retry_interval=1",
+    return [*TINY_OVERRIDES, "trainer.limit_val_batches=2", "tracking.retry_interval=1", "packaging.register_smoke_runs=true",
             "packaging.registered_model_name=server-test", f"paths.output_dir={tmp_path}", *extra]
 
 
