@@ -56,12 +56,13 @@ def mask_annotations(label_map: np.ndarray, probabilities: np.ndarray, labels: l
 def on_input_grid(annotations: list[dict[str, Any]], volume) -> list[dict[str, Any]]:
     """Volume annotations with their (Z, H, W) display-oriented masks put back on the input's own voxel grid
     (the file's array order: nibabel/pynrrd (i, j, k), DICOM (slice, row, column)), each saying which grid
-    (``grid``: shape, spacing, affine, orientation codes, array order, and for DICOM the SOP instance UIDs)."""
+    (``grid``: shape, spacing, affine, orientation codes, array order, and for DICOM the SOP instance UIDs) and
+    the mask's voxel size along its own axes (``spacing``; None for an array sent without one)."""
     grid = volume.voxel_grid()
     described = grid.describe()
+    spacing = list(grid.spacing) if volume.grid is not None or volume.spacing else None
     for annotation in annotations:
-        annotation["mask"] = grid.to_file(annotation["mask"])
-        annotation["grid"] = described
+        annotation.update(mask=grid.to_file(annotation["mask"]), spacing=spacing, grid=described)
     return annotations
 
 

@@ -57,8 +57,7 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         results = []
         for item in inputs:
             volume, (label_map, probs) = self._segment(item, "volume", batch_size)
-            extra = {"spacing": list(volume.spacing) if volume.spacing else None}
-            annotations = mask_annotations(label_map, probs, self.labels, "volume", threshold, extra, class_axis=0)
+            annotations = mask_annotations(label_map, probs, self.labels, "volume", threshold, class_axis=0)
             results.append(on_input_grid(annotations, volume))
         return results
 
