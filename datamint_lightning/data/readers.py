@@ -1,7 +1,9 @@
 """Readers for clinical file formats, shared by the importers and the serving layer.
 
 Every reader returns arrays in the package's display orientation (see ``volumes.py``) and raises ``DataError``
-naming the file and the problem; pydicom, nrrd and Pillow are imported lazily.
+naming the file and the problem; pydicom, nrrd and Pillow are imported lazily. ``nrrd_volume`` and
+``dicom_series_volume`` also return the file's ``VoxelGrid``: the record of that reorientation, which maps
+results back onto the file's own array.
 """
 
 from __future__ import annotations

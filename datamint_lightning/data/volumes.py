@@ -2,7 +2,8 @@
 
 Arrays are (z, y, x): axial slices, rows from anterior to posterior, columns from the patient's right to left
 (radiological convention, as DICOM and PNG slices are shown), slices from inferior to superior.
-NIfTI files are stored in RAS+ orientation.
+NIfTI files are stored in RAS+ orientation. ``VoxelGrid`` records how a file's array was permuted and flipped into
+display orientation (never resampled), so results can be put back on the file's own voxels exactly.
 """
 
 from __future__ import annotations
