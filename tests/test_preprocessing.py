@@ -109,7 +109,7 @@ def test_datamodule_records_sources_and_warns_about_windowed_pictures(tmp_path):
 
 
 def test_percentile_and_auto_models_package_serve_and_agree(tmp_path):
-    """The registration path (package_segmentation: log, reload, compare) on an MR project; it used to fail
+    """The registration path (log the package, reload it, compare with the network) on an MR project; it used to fail
     with 'expected scalar type Double but found Float'. ``auto`` and ``percentile`` resolve to one preprocessing
     on MR, so packaging it once covers both."""
     import mlflow
@@ -119,7 +119,7 @@ def test_percentile_and_auto_models_package_serve_and_agree(tmp_path):
     from datamint_lightning.data.datamodule import DatamintDataModule
     from datamint_lightning.data.projects import ProjectStore
     from datamint_lightning.packaging.flavor import load_model
-    from datamint_lightning.packaging.packager import package_segmentation
+    from datamint_lightning.packaging.segmentation import log_segmentation_model, network_masks, package_masks
     from datamint_lightning.serving.segmentation import segment_slices
 
     store = ProjectStore(tmp_path / "store")
@@ -137,8 +137,12 @@ def test_percentile_and_auto_models_package_serve_and_agree(tmp_path):
     run = client.create_run(experiment)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     try:
-        packaged = package_segmentation(network, TINY_2D_NETWORK, ["liver"], preprocessing, run.info.run_id, examples)
+        packaged = log_segmentation_model(network, TINY_2D_NETWORK, ["liver"], preprocessing, run.info.run_id,
+                                          examples)
         model = load_model(packaged.model_uri, device="cpu")
+        for expected_masks, actual_masks in zip(network_masks(network, preprocessing, ["liver"], examples),
+                                                package_masks(model, examples)):
+            np.testing.assert_array_equal(actual_masks, expected_masks)
     finally:
         mlflow.set_tracking_uri(None)
     answer = model.predict([examples[0]], params={"mode": "image"})[0]
