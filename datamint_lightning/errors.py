@@ -27,3 +27,7 @@ class PackagingError(DatamintLightningError, RuntimeError):
 
 class PredictionError(DatamintLightningError, ValueError):
     """A prediction request is invalid (input, mode or parameters)."""
+
+
+class InputTooLarge(DataError):
+    """An input exceeds a configured size limit (see ``data/limits.py``); REST answers it with HTTP 413."""
