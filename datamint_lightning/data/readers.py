@@ -9,6 +9,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from datamint_lightning.data.limits import check_pixels, check_voxels, limit
 from datamint_lightning.data.volumes import Spacing, to_display
-from datamint_lightning.errors import DataError, InputTooLarge
+from datamint_lightning.errors import DataError, DatamintLightningError, InputTooLarge
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
@@ -238,7 +239,7 @@ def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
         header = nrrd.read_header(str(path))
         _check_nrrd_size(Path(path), header)
         data, header = nrrd.read(str(path))
-    except (DataError, MemoryError):
+    except DatamintLightningError:
         raise
     except Exception as error:
         raise DataError(f"Cannot read NRRD file {path}: {error}") from error
@@ -364,7 +365,9 @@ def _open_pillow(path: Path):
 
     previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit("DATAMINT_MAX_PIXELS")
     try:
-        return Image.open(path)
+        with warnings.catch_warnings():  # over our limit is refused below with a clear error, not a warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
     except Image.DecompressionBombError as error:  # not an OSError: it would escape as a traceback
         raise InputTooLarge(f"Image file {path}: {error} (DATAMINT_MAX_PIXELS)") from error
     finally:
@@ -393,7 +396,7 @@ def _read_pillow(path: Path, mask: bool) -> Image2D:
                 array, display = rgb[..., 0].astype(np.uint8), True
             else:
                 array, display = np.asarray(image.convert("L")), True
-    except DataError:
+    except DatamintLightningError:
         raise
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DataError(f"Cannot read image file {path}: {error}") from error

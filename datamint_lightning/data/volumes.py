@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamint_lightning.errors import DataError
+from datamint_lightning.errors import DataError, DatamintLightningError
 
 Spacing = tuple[float, float, float]
 
@@ -51,7 +51,7 @@ def read_nifti(path: str | Path, dtype=np.float32, channel: int | None = None) -
         _check_nifti_size(image, path, np.dtype(dtype).itemsize)
         image = nib.as_closest_canonical(image)  # reorienting reads the data
         data = np.asanyarray(image.dataobj)
-    except DataError:
+    except DatamintLightningError:
         raise
     except Exception as error:  # nibabel raises many types for corrupt files
         raise DataError(f"Cannot read NIfTI file {path}: {error or type(error).__name__}") from error
