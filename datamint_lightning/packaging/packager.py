@@ -29,9 +29,12 @@ def _predict_masks(predictions: list[list[dict[str, Any]]]) -> list[np.ndarray]:
 
 def verify_package(model_uri: str, expected: list[np.ndarray], examples: list[np.ndarray]) -> float:
     """Reload the logged model and compare its masks with the checkpoint's; returns the agreement (0..1)."""
-    from datamint_lightning.packaging.flavor import load_model
+    from datamint_lightning.packaging.flavor import reloaded_model
 
-    actual = _predict_masks(load_model(model_uri, device="cpu").predict(examples)) if examples else []
+    actual = []
+    if examples:
+        with reloaded_model(model_uri, device="cpu") as model:  # no copy of the package left in the temp folder
+            actual = _predict_masks(model.predict(examples))
     agreement = float(np.mean([np.mean(a == e) for a, e in zip(actual, expected)])) if examples else 1.0
     if len(actual) != len(expected) or agreement < 0.999:
         raise PackagingError(f"The packaged model {model_uri} disagrees with its checkpoint on held-out slices "
