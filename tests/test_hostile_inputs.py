@@ -251,3 +251,33 @@ def test_unsafe_zip_member_names_are_refused(fresh_tmp):
         with pytest.raises(PredictionError, match="unsafe path"):
             load_request_item(_zip_item({name: b"x"}), 0)
     assert list(fresh_tmp.iterdir()) == []
+
+
+def test_malformed_request_values_are_400s_not_crashes():
+    from datamint_lightning.serving.rest import check_request_size, load_request_item
+
+    with pytest.raises(PredictionError, match=r"input\[0\].array is not a rectangular array"):
+        check_request_size([{"array": [[1, 2], [3]]}])
+    volume = {"array": np.zeros((2, 4, 4)).tolist(), "primary_slice": "middle"}
+    with pytest.raises(PredictionError, match=r"primary_slice='middle' must be a slice index"):
+        load_request_item(volume, 0)
+
+
+def test_an_unexpected_failure_while_serving_is_a_500_without_details(monkeypatch):
+    from datamint_lightning.serving.base_model import BaseDatamintModel
+    from datamint_lightning.serving.path_policy import SERVING_ENV
+    from datamint_lightning.serving.request_error import ServerFailure
+
+    class Broken(BaseDatamintModel):
+        task_type = "image_segmentation"
+
+        def predict_default(self, inputs, **params):
+            raise RuntimeError("internal detail /srv/models/secret")
+
+    with pytest.raises(RuntimeError, match="internal detail"):  # in-process callers see the real error
+        Broken().predict(None, [np.zeros((4, 4))])
+    monkeypatch.setenv(SERVING_ENV, "true")
+    with pytest.raises(ServerFailure) as caught:
+        Broken().predict(None, [np.zeros((4, 4))])
+    assert caught.value.get_http_status_code() == 500
+    assert "secret" not in caught.value.serialize_as_json() and "stack_trace" not in caught.value.serialize_as_json()

@@ -64,7 +64,7 @@ def load_request_item(item: dict[str, Any], index: int) -> ImageInput | VolumeIn
     if kind == "data":
         loaded = _from_bytes(_b64(item["data"], f"{source}.data"), item.get("mime_type"), source)
     elif kind == "array":
-        loaded = from_array(np.asarray(item["array"]), f"{source}.array", item.get("spacing"))
+        loaded = from_array(_numbers(item["array"], f"{source}.array"), f"{source}.array", item.get("spacing"))
     elif kind == "array_b64":
         loaded = from_array(_raw_array(item, source), f"{source}.array_b64", item.get("spacing"))
     else:
@@ -85,13 +85,13 @@ def load_server_path(value: Any, source: str, served: bool | None = None) -> Ima
 def check_request_size(items: list[Any]) -> None:
     """The inline bytes of all request dicts within ``DATAMINT_MAX_REQUEST_BYTES``, before any is decoded."""
     total = 0
-    for item in items:
+    for index, item in enumerate(items):
         if isinstance(item, dict):
             for key in ("data", "array_b64"):
                 text = _plain(item.get(key))
                 total += len(text) * 3 // 4 if isinstance(text, (str, bytes)) else 0
             if "array" in item:
-                total += np.asarray(_plain(item["array"])).size * 4  # as float32
+                total += _numbers(item["array"], f"input[{index}].array").size * 4  # as float32
     check("DATAMINT_MAX_REQUEST_BYTES", total, "The request's inline data in bytes")
 
 
@@ -109,7 +109,16 @@ def _with_hints(loaded: ImageInput | VolumeInput, item: dict[str, Any], source: 
         return loaded
     spacing = check_spacing(item.get("spacing"), source) or loaded.spacing
     primary = item.get("primary_slice")
+    if primary is not None and not (isinstance(primary, (int, np.integer)) and not isinstance(primary, bool)):
+        raise PredictionError(f"{source}.primary_slice={primary!r} must be a slice index (an integer).")
     return VolumeInput(loaded.array, spacing, loaded.source, None if primary is None else int(primary))
+
+
+def _numbers(value: Any, name: str) -> np.ndarray:
+    try:
+        return np.asarray(_plain(value))
+    except (ValueError, TypeError) as error:  # ragged nested lists
+        raise PredictionError(f"{name} is not a rectangular array of numbers: {error}") from None
 
 
 def _b64(text: Any, name: str) -> bytes:
