@@ -88,6 +88,11 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
             if mode == PredictionMode.DEFAULT.value:
                 mode = self.default_mode(inputs)
             results = self._run(mode, inputs, params)
+            if not isinstance(results, list) or len(results) != len(inputs):
+                raise RuntimeError(f"{type(self).__name__}.{mode} returned {type(results).__name__} of "
+                                   f"{len(results) if isinstance(results, list) else '?'} items for "
+                                   f"{len(inputs)} inputs.")
+            return jsonable(results, mask_format)
         except InputTooLarge as error:
             raise InvalidRequest(str(error), status=413) from error
         except (PredictionError, DataError) as error:
@@ -98,10 +103,6 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
             # A client must not see a stack trace or server paths (MLflow would send both): log them here.
             log.exception("Prediction failed")
             raise ServerFailure() from error
-        if not isinstance(results, list) or len(results) != len(inputs):
-            raise RuntimeError(f"{type(self).__name__}.{mode} returned {type(results).__name__} of "
-                               f"{len(results) if isinstance(results, list) else '?'} items for {len(inputs)} inputs.")
-        return jsonable(results, mask_format)
 
     def _requested_mode(self, mode: Any) -> str:
         mode = str(getattr(mode, "value", mode) or PredictionMode.DEFAULT.value)
