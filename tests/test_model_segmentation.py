@@ -243,7 +243,7 @@ def test_request_dict_inputs(model, volume):
     ({"array_b64": "AAAA", "dtype": "float32", "shape": [2, 2]}, "holds 3 bytes; shape .* needs 16"),
     ({"array": [[[[1.0]]]]}, r"shape \(1, 1, 1, 1\); expected \(H, W\)"),
     ({"array": [[1.0]], "path": "/x"}, "expected exactly one of"),
-    ({"path": "/nonexistent/ct.nii.gz"}, "path. inputs are disabled"),
+    ({"path": "/nonexistent/ct.nii.gz"}, "path inputs are disabled"),
     ({"array": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "spacing": [1.0]}, None),  # an image: spacing unused
 ])
 def test_bad_request_items(model, item, message):

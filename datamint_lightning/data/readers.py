@@ -8,15 +8,19 @@ results back onto the file's own array.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datamint_lightning.data.limits import check_pixels, check_voxels, limit
 from datamint_lightning.data.volumes import Spacing, VoxelGrid
-from datamint_lightning.errors import DataError
+from datamint_lightning.errors import DataError, DatamintLightningError, InputTooLarge
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
@@ -63,8 +67,16 @@ def _floats(dataset, keyword: str, path: Path | str, count: int) -> np.ndarray:
     return np.array([float(v) for v in value])
 
 
+def check_dicom_size(dataset, path: Path | str) -> None:
+    """Rows x Columns (x NumberOfFrames) within the size limits, checked before the pixel data is decoded."""
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    check_pixels(int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0), f"DICOM file {path}",
+                 frames)
+
+
 def dicom_pixels(dataset, path: Path | str) -> np.ndarray:
     """Pixel data in modality units (rescale slope and intercept applied), float32."""
+    check_dicom_size(dataset, path)
     try:
         pixels = dataset.pixel_array
     except Exception as error:  # missing decoder plugins, truncated pixel data, ...
@@ -151,6 +163,8 @@ def load_dicom_series(files: list[Path], label: str | None = None) -> DicomSerie
         raise DataError(f"DICOM file {files[0]} is a multi-frame (enhanced) image; only single-frame series are "
                         "supported by this reader.")
     headers, step, normal = _order_slices(headers, label)
+    check_voxels((len(headers), int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)),
+                 f"DICOM series {label}")
     slices = []
     for path, _ in headers:
         pixels = dicom_pixels(read_dicom(path), path)
@@ -240,7 +254,11 @@ def nrrd_volume(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any], 
     import nrrd
 
     try:
+        header = nrrd.read_header(str(path))
+        _check_nrrd_size(Path(path), header)
         data, header = nrrd.read(str(path))
+    except DatamintLightningError:
+        raise
     except Exception as error:
         raise DataError(f"Cannot read NRRD file {path}: {error}") from error
     directions = header.get("space directions")
@@ -275,6 +293,34 @@ def nrrd_volume(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any], 
     if segments:
         metadata["segments"] = segments
     return display, spacing, metadata, grid
+
+
+_COMPRESSED_NRRD = {"gzip": "gzip", "gz": "gzip", "bzip2": "bz2", "bz2": "bz2"}
+
+
+def _check_nrrd_size(path: Path, header: dict[str, Any]) -> None:
+    """The header's sizes within the limits and, for compressed data, a decompressed stream no longer than
+    they declare (pynrrd decompresses the whole stream before comparing: a bomb would fill memory first)."""
+    import nrrd
+
+    sizes = [int(s) for s in np.atleast_1d(header.get("sizes", []))]
+    itemsize = np.dtype(nrrd.reader._determine_datatype(header)).itemsize
+    check_voxels(sizes, f"NRRD file {path}", max(itemsize, 4))
+    codec = _COMPRESSED_NRRD.get(str(header.get("encoding", "raw")).lower())
+    if codec is None:
+        return
+    declared = int(np.prod(sizes)) * itemsize + max(int(header.get("byte skip", 0)), 0)
+    detached = header.get("data file") or header.get("datafile")
+    with open(path.parent / detached if detached else path, "rb") as raw:
+        if not detached:
+            nrrd.read_header(raw)  # leaves ``raw`` at the first data byte
+        stream = gzip.GzipFile(fileobj=raw) if codec == "gzip" else bz2.BZ2File(raw)
+        total = 0
+        while block := stream.read(1 << 20):
+            total += len(block)
+            if total > declared:
+                raise InputTooLarge(f"NRRD file {path} decompresses to more than the {declared:,} bytes its "
+                                    f"header declares (sizes {sizes}).")
 
 
 # --------------------------------------------------------------------------------------------------- 2D images
@@ -332,15 +378,31 @@ def dicom_image(dataset, path: Path | str) -> Image2D:
     return Image2D(pixels, False, (float(spacing[0]), float(spacing[1])), metadata)
 
 
+def _open_pillow(path: Path):
+    """``Image.open`` (header only) with PIL's decompression-bomb bound set to ours while it runs."""
+    from PIL import Image
+
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit("DATAMINT_MAX_PIXELS")
+    try:
+        with warnings.catch_warnings():  # over our limit is refused below with a clear error, not a warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as error:  # not an OSError: it would escape as a traceback
+        raise InputTooLarge(f"Image file {path}: {error} (DATAMINT_MAX_PIXELS)") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def _read_pillow(path: Path, mask: bool) -> Image2D:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.load()
+        with _open_pillow(path) as image:
             frames, mode = getattr(image, "n_frames", 1), image.mode
             if frames > 1:
                 raise DataError(f"Image file {path} has {frames} frames; expected a single 2D image.")
+            check_pixels(image.width, image.height, f"Image file {path}")  # before decoding a single pixel
+            image.load()
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 array, display = np.asarray(image).astype(np.float32), False
             elif mask and mode in ("P", "L", "1"):
@@ -353,7 +415,7 @@ def _read_pillow(path: Path, mask: bool) -> Image2D:
                 array, display = rgb[..., 0].astype(np.uint8), True
             else:
                 array, display = np.asarray(image.convert("L")), True
-    except DataError:
+    except DatamintLightningError:
         raise
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DataError(f"Cannot read image file {path}: {error}") from error

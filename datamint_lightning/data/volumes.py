@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from datamint_lightning.errors import DataError
+from datamint_lightning.errors import DataError, DatamintLightningError
 
 Spacing = tuple[float, float, float]
 
@@ -125,10 +125,14 @@ def read_nifti(path: str | Path, dtype=np.float32, channel: int | None = None) -
     import nibabel as nib
 
     try:
-        image = nib.as_closest_canonical(nib.load(str(path)))
+        image = nib.load(str(path))  # the header only: the data is read below, after the size check
+        _check_nifti_size(image, path, np.dtype(dtype).itemsize)
+        image = nib.as_closest_canonical(image)  # reorienting reads the data
         data = np.asanyarray(image.dataobj)
+    except DatamintLightningError:
+        raise
     except Exception as error:  # nibabel raises many types for corrupt files
-        raise DataError(f"Cannot read NIfTI file {path}: {error}") from error
+        raise DataError(f"Cannot read NIfTI file {path}: {error or type(error).__name__}") from error
     if data.ndim == 4 and (data.shape[3] == 1 or channel is not None):
         if (channel or 0) >= data.shape[3]:
             raise DataError(f"NIfTI file {path} has {data.shape[3]} channel(s); channel {channel} does not exist.")
@@ -137,6 +141,17 @@ def read_nifti(path: str | Path, dtype=np.float32, channel: int | None = None) -
         raise DataError(f"NIfTI file {path} has shape {data.shape}; expected a 3D volume.")
     sx, sy, sz = (float(s) for s in image.header.get_zooms()[:3])
     return ras_to_display(data.astype(dtype, copy=False)), (sz, sy, sx)
+
+
+def _check_nifti_size(image, path: str | Path, itemsize: int) -> None:
+    """Header dimensions x dtype within the limits: a tiny .nii.gz may declare gigabytes of zeros."""
+    from datamint_lightning.data.limits import check, check_voxels
+
+    header = image.header
+    stored = header.get_data_dtype().itemsize
+    check_voxels(header.get_data_shape(), f"NIfTI file {path}", max(stored, itemsize))
+    offset = int(getattr(header, "get_data_offset", lambda: 0)())
+    check("DATAMINT_MAX_DECOMPRESSED_BYTES", offset, f"NIfTI file {path}: data offset")
 
 
 def nifti_affine(path: str | Path) -> np.ndarray:

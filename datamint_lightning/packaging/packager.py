@@ -4,7 +4,6 @@ classification savers."""
 from __future__ import annotations
 
 import base64
-import json
 import math
 import tempfile
 from pathlib import Path
