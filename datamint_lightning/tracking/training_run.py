@@ -69,6 +69,8 @@ class TrainingRun:
                                               default_artifact_location(tracking_uri))
         tags = {"host": socket.gethostname(), "user": getpass.getuser(), "python": platform.python_version(),
                 **_versions(), **run_tags}
+        if os.environ.get("DATAMINT_LIGHTNING_PARENT_RUN_ID"):  # a Hydra sweep's child (tracking.sweep_callback)
+            tags["mlflow.parentRunId"] = os.environ["DATAMINT_LIGHTNING_PARENT_RUN_ID"]
         commit = _git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
