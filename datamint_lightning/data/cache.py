@@ -103,6 +103,7 @@ class RowCache(ArrayCache):
         self.root.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.", suffix=".tmp"))
         try:
+            partial.chmod(0o755)  # mkdtemp makes it private; other users of a shared cache must read it
             for name, array in arrays.items():
                 np.save(partial / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
             try:
