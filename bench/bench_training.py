@@ -390,6 +390,9 @@ def main() -> None:
         results["predict"] = measure_2d(16, size, 5, args.device, "tiny" if args.small else "unetpp")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"training_{args.device}"
+    if args.skip and stem.with_suffix(".json").exists():  # a partial run updates its sections of the last results
+        previous = json.loads(stem.with_suffix(".json").read_text())
+        results = {**previous, **results, "command": f"{previous.get('command')}; {results['command']}"}
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     stem.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))
