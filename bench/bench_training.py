@@ -211,6 +211,14 @@ def peak_rss(command: list[str], env: dict[str, str], cwd: Path) -> tuple[int, s
     return usage.ru_maxrss * 1024, text  # ru_maxrss is in KiB on Linux
 
 
+def make_demo(args, home: Path, scale: int) -> None:
+    """The demo project with ``scale`` times its patients, in the store under ``home``."""
+    demo = (f"from datamint_lightning.data.demo import ensure_demo_project, DEMO_PATIENTS;"
+            f"from datamint_lightning.data.projects import ProjectStore;"
+            f"ensure_demo_project(ProjectStore(), patients=DEMO_PATIENTS * {scale})")
+    subprocess.run([sys.executable, "-c", demo], env=environment(home), check=True, cwd=args.work)
+
+
 def memory(args) -> dict:
     results = {}
     settings = ["trainer.accelerator=cpu", f"data.image_size={args.memory_image_size}", "trainer.max_epochs=1",
@@ -219,10 +227,7 @@ def memory(args) -> dict:
     for scale in (1, 10):
         home = args.work / f"memory-{scale}x"
         env = environment(home)
-        demo = (f"from datamint_lightning.data.demo import ensure_demo_project, DEMO_PATIENTS;"
-                f"from datamint_lightning.data.projects import ProjectStore;"
-                f"ensure_demo_project(ProjectStore(), patients=DEMO_PATIENTS * {scale})")
-        subprocess.run([sys.executable, "-c", demo], env=env, check=True, cwd=args.work)
+        make_demo(args, home, scale)
         fit = [sys.executable, "-m", "datamint_lightning", "recipe=liver_seg", *settings,
                f"tracking.uri=sqlite:///{home / 'mlflow.db'}", f"hydra.run.dir={home / 'run'}"]
         cold, _ = peak_rss(fit, env, args.work)  # builds the slice cache
@@ -302,8 +307,8 @@ def markdown(results: dict) -> str:
             row = speed[name]
             lines.append(f"| {label} | {row['median_epoch_seconds']:.2f} | {row['samples_per_second']:.1f} | "
                          f"{row['speed_vs_loop']:.2f} |")
-        lines += ["", f"Framework vs ceiling: {speed['framework_vs_ceiling']:.2f}. "
-                      f"Settings: {speed['settings']}.", ""]
+        lines += ["", f"Framework vs ceiling: {speed['framework_vs_ceiling']:.2f}. {speed['train_samples']} training "
+                      f"slices ({speed.get('scale', 1)}x the demo). Settings: `{speed['settings']}`.", ""]
     mem = results.get("memory")
     if mem:
         lines += ["| peak RSS of a 2-batch CPU fit | cold cache | warm cache |", "|---|---|---|"]
@@ -344,6 +349,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: 4 (cpu), 6 (cuda)")
     parser.add_argument("--small", action="store_true", help="64 px, batch 8, small UNet++ (CPU-sized)")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override, for every column")
+    parser.add_argument("--scale", type=int, default=1, help="speed columns on N times the demo project")
     parser.add_argument("--skip", action="append", default=[], choices=["speed", "memory", "predict"])
     parser.add_argument("--memory-image-size", type=int, default=256)
     parser.add_argument("--memory-batches", type=int, default=2)
@@ -362,14 +368,15 @@ def main() -> None:
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(args.device),
                "command": "python bench/bench_training.py " + " ".join(sys.argv[1:])}
     if "speed" not in args.skip:
-        home = args.work / "home"
+        home = args.work / ("home" if args.scale == 1 else f"home-{args.scale}x")
+        make_demo(args, home, args.scale)
         columns = {}
         for name in ("loop", "framework", "ceiling"):
             print(f"running {name} ...", flush=True)
             columns[name] = run_framework(args, home) if name == "framework" else child_timings(args, name, home)
             print(f"  epoch seconds: {[round(s, 2) for s in columns[name]['epoch_seconds']]}", flush=True)
         samples = columns["loop"]["train_samples"]
-        speed = {"settings": " ".join(recipe_overrides(args)), "train_samples": samples}
+        speed = {"settings": " ".join(recipe_overrides(args)), "train_samples": samples, "scale": args.scale}
         for name, column in columns.items():
             median = steady(column["epoch_seconds"])
             speed[name] = {"epoch_seconds": column["epoch_seconds"], "median_epoch_seconds": median,
