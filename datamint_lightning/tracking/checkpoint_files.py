@@ -43,6 +43,7 @@ def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(checkpoint, stream)
+        os.chmod(partial, 0o644)  # mkstemp makes it private; a checkpoint is as readable as torch.save's would be
         os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
