@@ -1,9 +1,11 @@
 """Packaged-model prediction speed vs the raw network, and volume inference throughput (CPU-sized).
 
-    python bench/bench_predict.py [--batch 16] [--size 128] [--repeats 5]
+    python bench/bench_predict.py [--batch 16] [--size 128] [--repeats 5] [--device cpu|cuda] [--network unetpp]
 
 1. A batch of 2D images: ``load_model(...).predict(images)`` (decode, preprocess, batched forward, softmax,
-   annotations) vs the raw ``network(tensor)`` forward on the same prepared tensors; medians of repeats.
+   annotations) vs a hand-written decode + preprocess + forward + postprocess (stack, window and resize,
+   forward, softmax/argmax, one uint8 mask per label) and vs the bare ``network(tensor)`` forward on the same
+   prepared tensors; medians of repeats. ``--network unetpp`` uses the liver_seg network (UNet++/ResNet-34).
 2. A (Z, H, W) volume through the 2D model (mode ``volume``, slice by slice): slices/s.
 3. A 3D MONAI U-Net volume with sliding-window inference (mode ``volume``): voxels/s.
 """
@@ -30,12 +32,61 @@ def median_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
+UNETPP = {"arch": "UnetPlusPlus", "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 1,
+          "encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16]}
+
+
+def measure_2d(batch: int = 16, size: int = 128, repeats: int = 5, device: str = "cpu",
+               network_name: str = "tiny") -> dict:
+    """Median milliseconds for one batch of ``batch`` raw slices: packaged predict, hand-written, bare forward."""
+    import numpy as np
+    import torch
+
+    from datamint_lightning.packaging.flavor import load_model
+    sys.path.insert(0, sys_path_tests)
+    from model_factories import TINY_2D_NETWORK, save_tiny_segmentation_model, tiny_2d_network
+
+    config = {**(UNETPP if network_name == "unetpp" else TINY_2D_NETWORK), "classes": 2}
+    rng = np.random.default_rng(0)
+    images = rng.normal(40, 80, (batch, size, size)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as folder:
+        network, preprocessing = save_tiny_segmentation_model(
+            Path(folder) / "seg2d", image_size=size, network=tiny_2d_network(config=config),
+            model_settings={"batch_size": batch, "need_gpu": device == "cuda"}, config=config)
+        packaged = load_model(str(Path(folder) / "seg2d"), device=device)
+    network = network.to(device).eval()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    listed = list(images)
+
+    def hand_written():  # what a user would write around the bare network
+        with torch.inference_mode():
+            tensor = preprocessing.prepare(np.stack(listed)).to(device)
+            labels = network(tensor).softmax(dim=1).argmax(dim=1).cpu().numpy()
+        return [(labels[i] == 1).astype(np.uint8) for i in range(len(listed))]
+
+    def bare():
+        with torch.inference_mode():
+            network(tensor).argmax(dim=1)
+        sync()
+
+    tensor = preprocessing.prepare(images).to(device)
+    results = {"device": device, "network": network_name, "batch": batch, "size": size,
+               "bare_forward_ms": 1000 * median_seconds(bare, repeats),
+               "hand_written_ms": 1000 * median_seconds(lambda: (hand_written(), sync()), repeats),
+               "packaged_predict_ms": 1000 * median_seconds(
+                   lambda: packaged.predict(listed, params={"mode": "image"}), repeats)}
+    results["packaged_vs_hand_written"] = results["packaged_predict_ms"] / results["hand_written_ms"]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=128, help="image side; also the network input size")
     parser.add_argument("--slices", type=int, default=32, help="slices of the benchmark volume")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--network", default="tiny", choices=["tiny", "unetpp"])
     args = parser.parse_args()
 
     import numpy as np
@@ -45,24 +96,20 @@ def main() -> None:
     sys.path.insert(0, sys_path_tests)
     from model_factories import save_tiny_segmentation_model, save_tiny_volume_model
 
+    two_d = measure_2d(args.batch, args.size, args.repeats, args.device, args.network)
+    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"2D batch of {args.batch} x {args.size}x{args.size} ({args.network}, {args.device}): bare forward "
+          f"{two_d['bare_forward_ms']:.1f} ms, hand-written decode+preprocess+forward+postprocess "
+          f"{two_d['hand_written_ms']:.1f} ms, packaged predict {two_d['packaged_predict_ms']:.1f} ms, "
+          f"ratio {two_d['packaged_vs_hand_written']:.2f}x")
+
     rng = np.random.default_rng(0)
-    images = rng.normal(40, 80, (args.batch, args.size, args.size)).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
-        network, preprocessing = save_tiny_segmentation_model(Path(folder) / "seg2d", image_size=args.size,
-                                                              model_settings={"batch_size": args.batch})
+        save_tiny_segmentation_model(Path(folder) / "seg2d", image_size=args.size,
+                                     model_settings={"batch_size": args.batch})
         save_tiny_volume_model(Path(folder) / "seg3d")
         packaged = load_model(str(Path(folder) / "seg2d"), device="cpu")
         packaged3d = load_model(str(Path(folder) / "seg3d"), device="cpu")
-
-    tensor = preprocessing.prepare(images)
-    with torch.inference_mode():
-        raw = median_seconds(lambda: network(tensor), args.repeats)
-    listed = list(images)
-    wrapped = median_seconds(lambda: packaged.predict(listed, params={"mode": "image"}), args.repeats)
-    print(f"torch threads: {torch.get_num_threads()}")
-    print(f"2D batch of {args.batch} x {args.size}x{args.size}: raw forward {raw * 1000:.1f} ms, "
-          f"packaged predict {wrapped * 1000:.1f} ms, ratio {wrapped / raw:.2f}x "
-          f"({args.batch / wrapped:.1f} images/s packaged)")
 
     volume = rng.normal(40, 80, (args.slices, args.size, args.size)).astype(np.float32)
     seconds = median_seconds(lambda: packaged.predict([volume], params={"mode": "volume"}), max(1, args.repeats // 2))

@@ -52,7 +52,8 @@ def _run(cfg) -> Any:
         print(f"error: {redact_text(str(user_error))}", file=sys.stderr)
         raise SystemExit(2) from None
     print(_summary(results))
-    return results
+    # Sweepers (Optuna) optimise the value a job returns: the best score of the monitored metric.
+    return results.get("best_score")
 
 
 def _redact_hydra_files() -> None:

@@ -35,9 +35,10 @@ def tiny_3d_network(seed: int = 0, config: dict[str, Any] | None = None):
 
 
 def save_tiny_segmentation_model(path: str | Path, labels: tuple[str, ...] = ("liver",), image_size: int = 64,
-                                 network=None, model_settings: dict[str, Any] | None = None, preprocessing=None):
-    """Save a 2D ``DatamintSegmentationModel`` (CT window unless ``preprocessing`` is given); returns
-    (network, preprocessing)."""
+                                 network=None, model_settings: dict[str, Any] | None = None, preprocessing=None,
+                                 config: dict[str, Any] | None = None):
+    """Save a 2D ``DatamintSegmentationModel`` (CT window unless ``preprocessing`` is given; ``config``: its
+    network config); returns (network, preprocessing)."""
     import numpy as np
 
     from datamint_lightning.data.preprocessing import Preprocessing
@@ -45,7 +46,7 @@ def save_tiny_segmentation_model(path: str | Path, labels: tuple[str, ...] = ("l
     from datamint_lightning.packaging.packager import request_example, segmentation_specs, write_model_files
     from datamint_lightning.serving.segmentation_model import DatamintSegmentationModel
 
-    config = {**TINY_2D_NETWORK, "classes": len(labels) + 1}
+    config = config or {**TINY_2D_NETWORK, "classes": len(labels) + 1}
     network = network if network is not None else tiny_2d_network(config=config)
     preprocessing = preprocessing or Preprocessing(image_size=image_size)
     image_size = preprocessing.image_size

@@ -29,9 +29,11 @@ def test_multirun_sweep_gives_one_run_per_job(client, tmp_path):
     result = run_cli("-m", "recipe=liver_seg", *TINY_OVERRIDES, "model.lr=1e-3,3e-4", "packaging.register=false",
                      f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-4000:]
-    runs = _runs(client, since)
+    [parent] = [r for r in _runs(client, since) if r.data.tags.get("datamint.sweep") == "parent"]
+    runs = [r for r in _runs(client, since) if r.info.run_id != parent.info.run_id]
     assert sorted(r.data.params["model.lr"] for r in runs) == ["0.0003", "0.001"]
     assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs)  # nested under the sweep
     assert {p.name for p in tmp_path.iterdir()} >= {"0", "1"}
     assert all((tmp_path / job / "checkpoints" / "last.ckpt").exists() for job in ("0", "1"))
 

@@ -45,7 +45,7 @@ def test_hydra_config_sets_per_split_transforms(store, tmp_path):
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup()
     train = dm.datasets["train"]
-    assert torch.equal(train[0]["image"], train.images[0].flip(-1))
+    assert torch.equal(train[0]["image"], torch.from_numpy(train.images[0]).flip(-1)[None])
     assert dm.datasets["val"].transform is None
 
 

@@ -4,6 +4,8 @@ A key is the SHA-256 of a JSON description that names the *content* digests of t
 paths or times) and every setting that changes the output, so an edited file or a changed transform gets a new
 key and is never served stale. Entries are written to a unique temporary file and renamed into place, so
 concurrent writers (DDP ranks, parallel runs) never expose half a file; a damaged entry is treated as a miss.
+``RowCache`` keeps each entry as a folder of ``.npy`` files instead, read one row at a time (``NpyRows``), so a
+dataset streams its slices from disk and memory stays flat in the size of the data.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -75,3 +78,68 @@ class ArrayCache:
             Path(partial).unlink(missing_ok=True)
             raise
         return self.path(key)
+
+
+class RowCache(ArrayCache):
+    """Named arrays per key as ``<key>/<name>.npy`` files, opened memory-mapped (nothing read until used)."""
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def get(self, key: str, members: tuple[str, ...] | None = None) -> dict[str, np.ndarray] | None:
+        folder = self.path(key)
+        if not folder.is_dir():
+            return None
+        names = members or tuple(p.stem for p in folder.glob("*.npy"))
+        try:
+            return {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in names}
+        except (OSError, ValueError, EOFError):
+            shutil.rmtree(folder, ignore_errors=True)  # damaged (e.g. a disk filled mid-write elsewhere): rebuild
+            return None
+
+    def put(self, key: str, arrays: dict[str, np.ndarray]) -> Path:
+        """Write ``arrays`` into a temporary folder renamed into place; a concurrent writer that got there first
+        wins and ours is discarded (both hold the same arrays)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{key}.", suffix=".tmp"))
+        try:
+            partial.chmod(0o755)  # mkdtemp makes it private; other users of a shared cache must read it
+            for name, array in arrays.items():
+                np.save(partial / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+            try:
+                os.rename(partial, self.path(key))
+            except OSError:
+                if not self.path(key).is_dir():
+                    raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        return self.path(key)
+
+
+class NpyRows:
+    """Rows ``array[i]`` of a ``.npy`` file read on demand with one positioned read each.
+
+    Not a memory map on purpose: pages touched through a mapping stay in the process's resident set for as long
+    as it is mapped, so an epoch over a large project would grow RSS by the project's size. Plain reads go through
+    the page cache, which the kernel shares and reclaims. Picklable (a path and a header), so DataLoader workers
+    open nothing shared.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        header = np.load(self.path, mmap_mode="r", allow_pickle=False)  # reads the header only
+        if not header.flags.c_contiguous:
+            raise ValueError(f"{self.path}: only C-ordered arrays can be read by rows.")
+        self.shape, self.dtype, self.offset = tuple(header.shape), header.dtype, int(header.offset)
+        del header  # unmapped: nothing of the file stays in this process
+        self.row_items = int(np.prod(self.shape[1:], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"row {index} out of range for {len(self)} rows of {self.path}")
+        index %= len(self)
+        start = self.offset + index * self.row_items * self.dtype.itemsize
+        return np.fromfile(self.path, dtype=self.dtype, count=self.row_items, offset=start).reshape(self.shape[1:])

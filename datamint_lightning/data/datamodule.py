@@ -8,7 +8,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from datamint_lightning.data.datasets import ImageDataset, VolumeDataset
+from datamint_lightning.data.cache import NpyRows
+from datamint_lightning.data.datasets import ConcatRows, ImageDataset, VolumeDataset
 from datamint_lightning.data.demo import ensure_demo_project, is_demo_project
 from datamint_lightning.data.preprocessing import Preprocessing, intensity_for
 from datamint_lightning.data.projects import Project, ProjectStore, Resource
@@ -142,9 +143,10 @@ class DatamintDataModule(L.LightningDataModule):
         self.patient_split = resolve_split(project, self.split_spec, self.seed)
         self.split_resources = {s: [r for r in project.resources if self.patient_split[r.patient_id] == s]
                                 for s in SPLITS}
-        for split, resources in self.split_resources.items():
-            if resources:
-                self.datasets[split] = self._build(split, resources)
+        with self._build_lock(project):  # one process builds the cache (DDP ranks, parallel runs); others read it
+            for split, resources in self.split_resources.items():
+                if resources:
+                    self.datasets[split] = self._build(split, resources)
         for split in ("train", "val"):
             if split not in self.datasets:
                 raise DataError(f"The {split} split of project {project.name!r} is empty: data.split="
@@ -160,24 +162,45 @@ class DatamintDataModule(L.LightningDataModule):
         empty_fraction = self.empty_slice_fraction if split == "train" else 1.0
         patients = patient_indices(resources)
         images, targets, metadata = [], [], []
+        counts = dict.fromkeys(self.labels, 0)
         for resource in resources:
             target = None if lookup is not None else class_target(project, resource, self.labels, task)
             if lookup is None and target is None:
                 continue  # multi-class: a class not requested
             slices = extract_slices(project, resource, lookup, self.preprocessing, empty_fraction,
                                     self.seed, self.cache_dir, self.axis)
-            images.append(slices.images)
             count = len(slices.slice_indices)
-            targets.append(slices.labels if lookup is not None else np.repeat(target[None], count, axis=0))
+            if not count:
+                continue
+            # Rows are read from the cache files per item: the dataset holds no pixels (memory flat in the data).
+            images.append(NpyRows(slices.folder / "images.npy"))
+            part = NpyRows(slices.folder / "labels.npy") if lookup is not None \
+                else np.repeat(target[None], count, axis=0)
+            targets.append(part)
+            for name, value in _count_labels(slices.labels if lookup is not None else part, self.labels,
+                                             task).items():
+                counts[name] += value
             metadata += [{"resource_id": resource.id, "patient_id": resource.patient_id,
                           "patient_index": patients[resource.patient_id],
                           "slice_index": int(i), "axis": self.axis if resource.kind == "volume" else 0}
                          for i in slices.slice_indices]
         if not metadata:
             raise DataError(f"The {split} split of project {project.name!r} has no items with labels {self.labels}.")
-        stacked = np.concatenate(targets)
-        self.label_counts[split] = _count_labels(stacked, self.labels, task)
-        return ImageDataset(np.concatenate(images), stacked, metadata, self._transform(split))
+        self.label_counts[split] = counts
+        return ImageDataset(ConcatRows(images), ConcatRows(targets), metadata, self._transform(split))
+
+    def _build_lock(self, project: Project):
+        """An inter-process lock per project cache: the first process (rank) builds, the others wait and then
+        find every entry cached."""
+        from pathlib import Path
+
+        from filelock import FileLock  # a torch dependency, so always installed
+
+        from datamint_lightning.paths import home_dir
+
+        root = Path(self.cache_dir) if self.cache_dir else home_dir() / "cache"
+        root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(root / f".build-{project.id}.lock"))
 
     def _build_volumes(self, split: str, resources: list[Resource]) -> VolumeDataset:
         from datamint_lightning.data.volume_items import prepare_volume
@@ -214,7 +237,8 @@ class DatamintDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
         if split not in self.datasets:
             raise DataError(f"Project {self.project_name!r} has no {split} split (data.split={self.split_spec}).")
-        pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
+        on_gpu = self._on_gpu()
+        pin = on_gpu if self.pin_memory is None else self.pin_memory
         options: dict[str, Any] = {"batch_size": self.batch_size}
         if self.dims == 3:
             from monai.data import list_data_collate
@@ -222,8 +246,17 @@ class DatamintDataModule(L.LightningDataModule):
             # Training patches (a list per volume) are flattened into one batch; whole volumes differ in shape.
             options = {"batch_size": self.batch_size, "collate_fn": list_data_collate} if split == "train" \
                 else {"batch_size": 1}
+        if self.num_workers > 0:  # workers stay up between epochs; on a GPU they keep batches ready ahead
+            options |= {"persistent_workers": True, "prefetch_factor": 4 if on_gpu else 2}
         return torch.utils.data.DataLoader(self.datasets[split], shuffle=shuffle, num_workers=self.num_workers,
-                                           pin_memory=pin, persistent_workers=self.num_workers > 0, **options)
+                                           pin_memory=pin, **options)
+
+    def _on_gpu(self) -> bool:
+        """Whether the attached trainer trains on a CUDA device (without a trainer: whether CUDA is available)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.strategy.root_device.type == "cuda"
+        return torch.cuda.is_available()
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

@@ -17,18 +17,35 @@ import torch
 Transform = Callable[[dict], Any]
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Preprocessed 2D images/slices held in memory: ``images`` (N, S, S), ``targets`` label maps (N, S, S),
-    class indices (N,) or multi-hot rows (N, C)."""
+class ConcatRows:
+    """Rows of several row sources (arrays, ``NpyRows`` files) as one sequence, without copying any."""
 
-    def __init__(self, images: np.ndarray, targets: np.ndarray, metadata: list[dict[str, Any]],
+    def __init__(self, parts: Sequence[Any]):
+        self.parts = list(parts)
+        self.ends = np.cumsum([len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(f"row {index} out of range for {len(self)} rows")
+        part = int(np.searchsorted(self.ends, index, side="right"))
+        return self.parts[part][index - (int(self.ends[part - 1]) if part else 0)]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Preprocessed 2D images/slices: ``images`` rows (S, S), ``targets`` rows: label maps (S, S), class indices
+    or multi-hot vectors. Rows may be arrays in memory or ``ConcatRows`` of cached files read per item, so a
+    dataset holds no pixels itself and memory does not grow with the project."""
+
+    def __init__(self, images: Sequence[Any], targets: Sequence[Any], metadata: list[dict[str, Any]],
                  transform: Transform | None = None):
         if not (len(images) == len(targets) == len(metadata)):
             raise ValueError("images, targets and metadata must have the same length")
-        self.images = torch.from_numpy(np.ascontiguousarray(images))[:, None]  # (N, 1, S, S)
-        targets = torch.from_numpy(np.ascontiguousarray(targets))
-        self.segmentation = targets.ndim == 3
-        self.targets = targets[:, None] if self.segmentation else targets
+        self.images = images
+        self.targets = targets
+        self.segmentation = len(targets) > 0 and np.ndim(targets[0]) == 2
         self.metadata = metadata
         self.transform = transform
 
@@ -36,7 +53,9 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = {"image": self.images[index], "label": self.targets[index], **self.metadata[index]}
+        image = torch.from_numpy(np.array(self.images[index], dtype=np.float32))[None]  # (1, S, S), own copy
+        label = torch.as_tensor(np.array(self.targets[index]))
+        item = {"image": image, "label": label[None] if self.segmentation else label, **self.metadata[index]}
         if self.transform is not None:
             item = self.transform(item)
             item["image"] = plain(item["image"]).float()

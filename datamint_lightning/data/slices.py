@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamint_lightning.data.cache import ArrayCache, cache_key, file_digest
+from datamint_lightning.data.cache import RowCache, cache_key, file_digest
 from datamint_lightning.data.preprocessing import Preprocessing
 from datamint_lightning.data.projects import Project, Resource
 from datamint_lightning.data.volumes import read_nifti
@@ -28,11 +28,13 @@ def label_lookup(project: Project, labels: list[str]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SliceSet:
-    """Preprocessed slices of one resource: images (n, S, S) float32 in [0, 1], labels (n, S, S) uint8 or None."""
+    """Preprocessed slices of one resource: images (n, S, S) float32 in [0, 1], labels (n, S, S) uint8 or None,
+    memory-mapped from the cache entry ``folder`` (``images.npy``, ``labels.npy``, ``slice_indices.npy``)."""
 
     images: np.ndarray
     labels: np.ndarray | None
     slice_indices: np.ndarray
+    folder: Path | None = None
 
 
 def source_digests(project: Project, resource: Resource) -> dict[str, str | None]:
@@ -75,14 +77,14 @@ def extract_slices(project: Project, resource: Resource, lookup: np.ndarray | No
     if axis not in (0, 1, 2):
         raise DataError(f"Slice axis {axis} must be 0 (axial), 1 (coronal) or 2 (sagittal).")
     display_8bit = bool(resource.metadata.get("display_8bit", False))
-    cache = ArrayCache(cache_dir, "slices")
+    cache = RowCache(cache_dir, "slices")
     key = cache_key(sources=source_digests(project, resource) if lookup is not None
                     else {"image": file_digest(project.path(resource.image))},
                     lookup=None if lookup is None else lookup.tolist(), preprocessing=preprocessing.to_dict(),
                     display_8bit=display_8bit, empty_slice_fraction=empty_slice_fraction, seed=seed, axis=axis)
     cached = cache.get(key)
     if cached is not None:
-        return SliceSet(cached["images"], cached.get("labels"), cached["slice_indices"])
+        return SliceSet(cached["images"], cached.get("labels"), np.asarray(cached["slice_indices"]), cache.path(key))
 
     image, label = read_resource(project, resource, with_label=lookup is not None)
     image = np.moveaxis(image, axis, 0)
@@ -103,5 +105,6 @@ def extract_slices(project: Project, resource: Resource, lookup: np.ndarray | No
     if label is not None:
         resized = preprocessing.resize_labels(torch.from_numpy(np.ascontiguousarray(label[indices]))[:, None])
         arrays["labels"] = resized.squeeze(1).numpy().astype(np.uint8)
-    cache.put(key, arrays)
-    return SliceSet(arrays["images"], arrays.get("labels"), indices)
+    folder = cache.put(key, arrays)
+    stored = cache.get(key) or arrays  # the mapped files: the arrays just computed are freed
+    return SliceSet(stored["images"], stored.get("labels"), indices, folder)

@@ -35,18 +35,15 @@ def find_resume_point(tracking_uri: str, run_id: str, task: str, download_dir: s
     tags = run.data.tags
     if tags.get(T.TASK) and tags[T.TASK] != task:
         raise ConfigError(f"Cannot resume run {run_id} with {task}: it was trained by {tags[T.TASK]}.")
-    folder = tags.get(T.CHECKPOINT_DIR)
-    for key in (T.CHECKPOINT_LAST, T.CHECKPOINT_BEST):
-        name = Path(tags.get(key, "")).name
-        if name and folder and (Path(folder) / name).is_file():
-            return ResumePoint(run_id, str(Path(folder) / name), folder)
-    for key in (T.CHECKPOINT_LAST, T.CHECKPOINT_BEST):
-        if tags.get(key):
-            Path(download_dir).mkdir(parents=True, exist_ok=True)
-            path = client.download_artifacts(run_id, tags[key], str(download_dir))
-            return ResumePoint(run_id, path, None)
-    raise TrackingError(f"Cannot resume run {run_id}: it has no checkpoint (no checkpoint.last tag) and none is "
-                        "left on this machine.")
+    # Only last.ckpt can continue a training: best checkpoints are kept as weights only (no optimizer state).
+    folder, last = tags.get(T.CHECKPOINT_DIR), tags.get(T.CHECKPOINT_LAST)
+    if not last:
+        raise TrackingError(f"Cannot resume run {run_id}: it has no last checkpoint (no {T.CHECKPOINT_LAST} tag; "
+                            "it ended before its first epoch was saved). Start a new training instead.")
+    if folder and (Path(folder) / Path(last).name).is_file():
+        return ResumePoint(run_id, str(Path(folder) / Path(last).name), folder)
+    Path(download_dir).mkdir(parents=True, exist_ok=True)
+    return ResumePoint(run_id, client.download_artifacts(run_id, last, str(download_dir)), None)
 
 
 def check_checkpoint(path: str, module, task: str, run_id: str | None = None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ RUN_ID_ENV = "DATAMINT_LIGHTNING_RUN_ID"  # lets DDP worker processes join rank 
 PARENT_RUN_ENV = "DATAMINT_LIGHTNING_PARENT_RUN_ID"  # set by a sweep: its trainings become child runs
 MAX_PARAM_LENGTH = 6000
 CONSOLE_LOG = "console.log"
+RUN_ID_FILE = "mlflow_run_id"  # in the run directory: how ranks started by torchrun/SLURM find rank zero's run
 # MLflow retries a failing HTTP call for ~4 minutes by default; during training a dead server must cost seconds
 # (records go to the offline journal instead). Explicit user settings are kept.
 HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -119,12 +120,16 @@ class TrackedRun:
 
         plan = self.plan
         joined = os.environ.get(RUN_ID_ENV)
-        if joined and getattr(rank_zero_only, "rank", 0) != 0:  # a DDP worker joins rank zero's run
-            self.run_id, self.owner = joined, False
+        rank = getattr(rank_zero_only, "rank", 0)
+        if rank != 0:  # a DDP worker joins rank zero's run: spawned by Lightning it inherits the id, started by
+            # torchrun/SLURM it reads the id rank zero writes into the (shared, explicit) run directory
+            self.run_id, self.owner = joined or _wait_for_run_id(Path(plan.output_dir) / RUN_ID_FILE), False
         elif plan.resume_run_id:
             self.run_id, self.owner = plan.resume_run_id, True
         else:
             self.run_id, self.owner = self._create(), True
+        if self.owner:
+            _write_run_id(Path(plan.output_dir) / RUN_ID_FILE, self.run_id)
         client = MlflowClient(self.tracking_uri)
         self.experiment_id = client.get_run(self.run_id).info.experiment_id
         if self.owner:
@@ -246,6 +251,31 @@ class TrackedRun:
             return {}
         username, password = self._credentials
         return {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+def _write_run_id(path: Path, run_id: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(run_id)
+    os.replace(temporary, path)
+
+
+def _wait_for_run_id(path: Path, timeout: float = 600.0) -> str:
+    """Rank zero's run id, written after this process started (an older file is a previous training's)."""
+    import time
+
+    import psutil
+
+    started = psutil.Process().create_time() - 5
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and path.stat().st_mtime >= started:
+            return path.read_text().strip()
+        time.sleep(0.5)
+    from datamint_lightning.errors import TrackingError
+
+    raise TrackingError(f"This rank waited {timeout:.0f} s for rank zero's MLflow run id in {path}; give every "
+                        "process the same hydra.run.dir (see the README's multi-node commands).")
 
 
 def _last_logged_steps(client, run_id: str) -> dict[str, int]:

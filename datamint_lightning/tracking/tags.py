@@ -21,6 +21,7 @@ CHECKPOINT_LAST = "checkpoint.last"
 CHECKPOINT_BEST = "checkpoint.best"
 CHECKPOINT_BEST_SCORE = "checkpoint.best_score"
 CHECKPOINT_BEST_STEP = "checkpoint.best_step"
+CHECKPOINT_BEST_EPOCH = "checkpoint.best_epoch"
 CHECKPOINT_MONITOR = "checkpoint.monitor"
 CHECKPOINT_MODE = "checkpoint.mode"
 

@@ -1,4 +1,8 @@
-"""``UploadWorker``: one background thread that runs upload/delete jobs in submission order."""
+"""``UploadWorker``: one background thread that runs checkpoint write/upload/delete jobs in submission order.
+
+One thread and FIFO order are what make the checkpoint files safe: a file is never written by two jobs at once,
+an upload always reads the finished file, and an eviction runs after the upload it follows.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class UploadWorker:
-    """FIFO jobs on a daemon thread, so training never waits for the network (order keeps upload-then-delete)."""
+    """FIFO jobs on a daemon thread, so training never waits for the disk or the network."""
 
     def __init__(self, name: str = "mlflow-checkpoint-uploads"):
         self.name = name
@@ -33,6 +37,11 @@ class UploadWorker:
         """Block until no job for ``key`` is queued or running (e.g. before the file is overwritten)."""
         with self._idle:
             self._idle.wait_for(lambda: not self._pending.get(key), timeout)
+
+    def wait_below(self, count: int, timeout: float | None = None) -> None:
+        """Block until fewer than ``count`` jobs are queued or running (bounds the snapshots held in memory)."""
+        with self._idle:
+            self._idle.wait_for(lambda: sum(self._pending.values()) < count, timeout)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every job ran; returns False on timeout."""
