@@ -118,7 +118,11 @@ def restore_modules(model: Any, artifacts: dict[str, str]) -> None:
 
 def model_code(model_class: type, state: dict[str, Any]) -> str:
     """The models-from-code script MLflow stores instead of a pickle: import the class, set the state back."""
-    return ("import json\n\nfrom mlflow.models import set_model\n\n"
+    return ("import json\nimport sys\n\nfrom mlflow.models import set_model\n\n"
+            "# A code-less namespace folder (an editable install's conf/ and recipes/) imported by an entry point\n"
+            "# must not shadow the package bundled in code/ (already on sys.path).\n"
+            "if getattr(sys.modules.get('datamint_lightning'), '__file__', None) is None:\n"
+            "    sys.modules.pop('datamint_lightning', None)\n\n"
             "from datamint_lightning.serving.saved_state import rebuild\n"
             f"from {model_class.__module__} import {model_class.__qualname__.split('.')[0]}\n\n"
             f"set_model(rebuild({model_class.__qualname__}, json.loads({json.dumps(json.dumps(state))})))\n")
