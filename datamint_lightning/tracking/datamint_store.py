@@ -13,8 +13,6 @@ resolves against the Datamint server with the API key.
 
 from __future__ import annotations
 
-import os
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow.entities import ExperimentTag
 from mlflow.exceptions import MlflowException
@@ -24,45 +22,13 @@ from mlflow.store.model_registry.rest_store import RestStore as RestRegistryStor
 from mlflow.store.tracking.rest_store import RestStore
 from mlflow.utils.rest_utils import MlflowHostCreds
 
-from datamint_lightning.errors import TrackingError
+from datamint_lightning.tracking.datamint_uri import host_creds, server_url
 from datamint_lightning.tracking.experiment_provider import (EXPERIMENT_NAME_TAG, PROJECT_ID_TAG,
                                                              find_project_experiment, scoped_experiment_name)
 from datamint_lightning.tracking.mlflow_setup import active_project
 
-API_KEY_ENV = "DATAMINT_API_KEY"
-API_URL_ENV = "DATAMINT_API_URL"
-SCHEMES = ("datamint", "datamint+http", "datamint+https")
 ARTIFACT_SCHEME = "datamint"
 PROXIED_SCHEME = "mlflow-artifacts"
-
-
-def server_url(uri: str) -> str:
-    """The ``http(s)`` URL of the Datamint server a ``datamint[+http|+https]://`` URI names."""
-    parts = urlsplit(uri)
-    if parts.scheme not in SCHEMES:
-        raise TrackingError(f"{parts.scheme}:// is not a Datamint tracking URI; use one of "
-                            f"{', '.join(s + '://' for s in SCHEMES)}.")
-    if parts.username or parts.password:
-        raise TrackingError(f"Put the Datamint API key in {API_KEY_ENV}, not in the tracking URI "
-                            f"{parts.scheme}://***@{parts.hostname}.")
-    transport = parts.scheme.partition("+")[2] or "https"
-    if not parts.netloc:
-        base = os.environ.get(API_URL_ENV)
-        if not base:
-            raise TrackingError(f"Tracking URI {uri!r} names no server: write datamint://<host> or set "
-                                f"{API_URL_ENV}.")
-        return base.rstrip("/") + parts.path.rstrip("/")
-    return urlunsplit((transport, parts.netloc, parts.path.rstrip("/"), "", ""))
-
-
-def host_creds(uri: str) -> MlflowHostCreds:
-    """The server URL with the API key from ``DATAMINT_API_KEY``; one clear error when it is missing."""
-    url = server_url(uri)
-    key = os.environ.get(API_KEY_ENV)
-    if not key:
-        raise TrackingError(f"Tracking URI {uri!r} needs a Datamint API key: set the {API_KEY_ENV} environment "
-                            "variable (it is sent as a bearer token and never recorded).")
-    return MlflowHostCreds(url, token=key)
 
 
 def _datamint_artifacts(uri: str | None) -> str | None:

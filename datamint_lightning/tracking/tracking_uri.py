@@ -59,7 +59,7 @@ def validate_tracking_uri(uri: str) -> None:
     if scheme == "sqlite" and (not uri.startswith("sqlite:///") or uri.rstrip("/") == "sqlite:"):
         raise TrackingError(f"Tracking URI {redact(uri)!r} is malformed; write sqlite:///<absolute path to .db>.")
     if scheme == "datamint":  # server named and API key present (see datamint_store.py)
-        from datamint_lightning.tracking.datamint_store import host_creds
+        from datamint_lightning.tracking.datamint_uri import host_creds
 
         host_creds(uri)
     if scheme in ("http", "https"):
