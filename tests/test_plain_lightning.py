@@ -32,7 +32,8 @@ def test_checkpoints_reach_the_stock_mlflow_loggers_run(tmp_path):
     assert files == ["checkpoints/epoch03.ckpt", "checkpoints/last.ckpt"]  # top-1 (score 0.7) kept, others evicted
     tags = client.get_run(logger.run_id).data.tags
     assert tags["checkpoint.best"] == "checkpoints/epoch03.ckpt" and tags["checkpoint.best_score"] == "0.7"
-    assert abs(client.get_run(logger.run_id).data.metrics["val/score"] - 0.2) < 1e-6  # the logger's own metrics, same run
+    metrics = client.get_run(logger.run_id).data.metrics
+    assert abs(metrics["val/score"] - 0.2) < 1e-6  # the logger's own metrics, in the same run
 
 
 class TinySegmenter(L.LightningModule):
