@@ -146,3 +146,28 @@ def test_autolog_patches_once_and_disable_restores_fit(tmp_path):
     finally:
         autolog(disable=True)
     assert L.Trainer.fit is original and "datamint_lightning" not in _AUTOLOGGING_PATCHES
+
+
+@pytest.mark.slow  # a real fit of a small U-Net plus the gate's package-and-reload: ~30 s alone
+def test_autolog_packages_our_module_through_the_registration_gate(tmp_path, autologging, tiny_demo):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from datamint_lightning import DatamintDataModule, SegmentationModule
+    from datamint_lightning.serving.segmentation_model import DatamintSegmentationModel
+
+    datamodule = DatamintDataModule(tiny_demo.name, image_size=64, batch_size=8, augment=False)
+    datamodule.setup("fit")
+    module = SegmentationModule({"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3,
+                                 "decoder_channels": [32, 16, 8], "encoder_weights": None}, datamodule.labels)
+    trainer = _trainer(tmp_path, max_epochs=1,
+                       callbacks=[ModelCheckpoint(monitor="val/dice", mode="max", dirpath=tmp_path / "own")])
+    trainer.fit(module, datamodule=datamodule)
+
+    [run] = autologging.search_runs([e.experiment_id for e in autologging.search_experiments()])
+    tags = run.data.tags
+    assert tags["registration.gate"] == "passed", tags.get("registration.gate_reason")
+    assert tags["registration.skipped"] == "packaging.register=false"
+    model = load_model(tags["datamint.model_uri"], device="cpu")
+    assert isinstance(model, DatamintSegmentationModel) and model.labels == datamodule.labels
+    [example] = datamodule.raw_examples(1)
+    assert len(model.predict([example])[0]) == len(datamodule.labels)

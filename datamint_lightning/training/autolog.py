@@ -11,8 +11,10 @@ in the active project's experiment, unless the trainer already has an ``MLFlowLo
 callback, and replaces Lightning's default one) and a callback logging the trainer's and the optimizer's
 params and, when the datamodule describes its splits (``DatamintDataModule``), the dataset inputs. Afterwards
 the trainer's loggers and callbacks are as they were. With ``log_models``, the best checkpoint is packaged as a
-Datamint model when the LightningModule defines ``datamint_model(self) -> BaseDatamintModel`` (called on a copy
-holding the best checkpoint's weights).
+Datamint model: one of our modules (``SegmentationModule`` with our datamodule) through the registration gate
+(``training/gate.py``: reloaded, compared with the checkpoint, registered only with ``register_model=True``),
+any other LightningModule that defines ``datamint_model(self) -> BaseDatamintModel`` by calling it on a copy
+holding the best checkpoint's weights.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ MODEL_HOOK = "datamint_model"
 
 @autologging_integration(INTEGRATION)
 def autolog(log_checkpoints: bool = True, log_datasets: bool = True, log_models: bool = True,
-            disable: bool = False, silent: bool = False) -> None:
+            register_model: bool = False, disable: bool = False, silent: bool = False) -> None:
     """Track every ``lightning.pytorch.Trainer.fit`` (see the module docstring); ``disable=True`` reverts."""
     safe_patch(INTEGRATION, pl.Trainer, "fit", _patched_fit)
 
@@ -135,21 +137,54 @@ class FitSession:
                 mlflow.end_run(status)
 
     def package_best(self, client) -> None:
-        """Log ``module.datamint_model()`` of a copy holding the best checkpoint's weights."""
+        """The best checkpoint of one of our modules goes through the registration gate (packaged, reloaded and
+        compared; registered only with ``autolog(register_model=True)``); a module with the
+        ``datamint_model()`` hook is logged from a copy holding the best checkpoint's weights."""
         import torch
 
         from datamint_lightning.packaging.flavor import log_model
 
+        task = _gate_task(self.module, self.datamodule or self.trainer.datamodule)
+        best = getattr(self.checkpoint, "best_model_path", "") or getattr(self.checkpoint, "last_model_path", "")
+        if task is not None and best:
+            from datamint_lightning.training.gate import package_verify_register
+
+            package_verify_register(task, best, self.module, self.datamodule or self.trainer.datamodule,
+                                    _GateRun(client, self.run_id, self.tracking_uri), self.checkpoint, {})
+            return
         hook = getattr(self.module, MODEL_HOOK, None)
         if not callable(hook):
             return
-        best = getattr(self.checkpoint, "best_model_path", "") or getattr(self.checkpoint, "last_model_path", "")
         module = copy.deepcopy(self.module).cpu()
         if best:
             module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
         step = getattr(self.checkpoint, "best_model_step", None) or self.trainer.global_step
         info = log_model(getattr(module, MODEL_HOOK)(), name="model", run_id=self.run_id, step=int(step))
         client.set_tag(self.run_id, "datamint.model_uri", info.model_uri)
+
+
+def _gate_task(module, datamodule):
+    """The ``TaskTrainer`` whose gate packages ``module`` (one of ours, with our datamodule), else None."""
+    from datamint_lightning.training.segmentation_module import SegmentationModule
+
+    if not isinstance(module, SegmentationModule) or not hasattr(datamodule, "raw_examples"):
+        return None
+    from datamint_lightning.training.segmentation_trainer import SegmentationTrainer
+
+    return SegmentationTrainer(project=datamodule.open_project().name,
+                               register_model=bool(_config("register_model", False)))
+
+
+class _GateRun:
+    """What the gate needs of a run (``TrackedRun``'s interface) for a run autolog tracks."""
+
+    def __init__(self, client, run_id: str, tracking_uri: str):
+        self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
+        self.experiment_id = client.get_run(run_id).info.experiment_id
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
 
 
 class _ParamsAndInputs(Callback):
