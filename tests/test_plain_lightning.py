@@ -95,8 +95,8 @@ def autologging(tmp_path, monkeypatch):
         mlflow.set_tracking_uri(None)
 
 
-def _trainer(tmp_path, **kwargs):
-    return L.Trainer(max_epochs=2, default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False,
+def _trainer(tmp_path, max_epochs: int = 2, **kwargs):
+    return L.Trainer(max_epochs=max_epochs, default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False,
                      log_every_n_steps=1, accelerator="cpu", num_sanity_val_steps=0, logger=False, **kwargs)
 
 

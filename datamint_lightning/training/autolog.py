@@ -169,10 +169,10 @@ def _gate_task(module, datamodule):
 
     if not isinstance(module, SegmentationModule) or not hasattr(datamodule, "raw_examples"):
         return None
-    from datamint_lightning.training.segmentation_trainer import SegmentationTrainer
+    from datamint_lightning.training.segmentation_trainer import UNetPPTrainer
 
-    return SegmentationTrainer(project=datamodule.open_project().name,
-                               register_model=bool(_config("register_model", False)))
+    # the gate reads only the packaging options of the task's recipe (its defaults), and the task's hooks
+    return UNetPPTrainer(project=datamodule.open_project().id, register_model=bool(_config("register_model", False)))
 
 
 class _GateRun:
