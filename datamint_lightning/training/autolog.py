@@ -50,7 +50,11 @@ def _config(key: str, default: Any) -> Any:
 def _patched_fit(original, trainer, *args, **kwargs):
     session = FitSession(trainer, args[0] if args else kwargs.get("model"),
                          kwargs.get("datamodule", args[3] if len(args) > 3 else None))
-    session.start()  # if this fails, safe_patch warns and runs the original fit untouched
+    try:
+        session.start()
+    except BaseException:  # safe_patch warns and runs the original fit untouched; no run is left open
+        session.abandon()
+        raise
     try:
         result = original(trainer, *args, **kwargs)
     except BaseException:
@@ -111,6 +115,12 @@ class FitSession:
         # Everything above may fail without side effects on the trainer; from here on it is changed.
         self.saved_loggers, self.saved_callbacks = list(trainer.loggers), list(trainer.callbacks)
         trainer.loggers, trainer.callbacks = loggers, callbacks
+
+    def abandon(self) -> None:
+        import mlflow
+
+        if self.owned_run is not None:
+            mlflow.end_run("FAILED")
 
     @staticmethod
     def _project_experiment() -> str | None:
