@@ -22,22 +22,13 @@ _EXPORTS = {
     "Resource": "datamint_lightning.data.projects",
     "Preprocessing": "datamint_lightning.data.preprocessing",
     "DEMO_PROJECT_NAME": "datamint_lightning.data.demo",
-    "MLflowModelCheckpoint": "datamint_lightning.tracking.model_checkpoint",
-    "setup_mlflow_environment": "datamint_lightning.tracking.mlflow_setup",
-    "ensure_mlflow_configured": "datamint_lightning.tracking.mlflow_setup",
-    "set_project": "datamint_lightning.tracking.mlflow_setup",
     "BaseDatamintModel": "datamint_lightning.serving.base_model",
     "DatamintModel": "datamint_lightning.serving.datamint_model",
     "DatamintSegmentationModel": "datamint_lightning.serving.segmentation_model",
     "DatamintVolumeSegmentationModel": "datamint_lightning.serving.volume_model",
     "DatamintClassificationModel": "datamint_lightning.serving.classification_model",
     "DatamintMultilabelClassificationModel": "datamint_lightning.serving.classification_model",
-    "ModelSettings": "datamint_lightning.serving.settings",
-    "TaskType": "datamint_lightning.serving.enums",
-    "PredictionMode": "datamint_lightning.serving.enums",
-    "prediction_mode": "datamint_lightning.serving.modes",
     "inference_device": "datamint_lightning.serving.base_model",
-    "DatamintMLflowDataset": "datamint_lightning.data.lineage",
     "compose_config": "datamint_lightning.config",
     "DatamintLightningError": "datamint_lightning.errors",
     "ConfigError": "datamint_lightning.errors",
@@ -47,6 +38,12 @@ _EXPORTS = {
     "PackagingError": "datamint_lightning.errors",
     "PredictionError": "datamint_lightning.errors",
 }
+# The official SDK's datamint.mlflow names (see datamint_lightning/mlflow.py), one implementation.
+_EXPORTS.update({name: "datamint_lightning.mlflow" for name in (
+    "ensure_mlflow_configured", "setup_mlflow_environment", "EnvVars", "set_project", "DatamintExperimentProvider",
+    "DatamintStore", "DatamintArtifactsRepository", "MLflowModelCheckpoint", "DatamintMLflowDataset",
+    "ModelSettings", "TaskType", "PredictionMode", "ModeSpec", "PredictionRouter", "prediction_mode",
+    "save_model", "log_model", "load_model", "autolog")})
 __all__ = sorted(_EXPORTS)
 
 

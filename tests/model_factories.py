@@ -54,8 +54,9 @@ def save_tiny_segmentation_model(path: str | Path, labels: tuple[str, ...] = ("l
     spec = {"network": config, "labels": list(labels), "preprocessing": preprocessing.to_dict(), "settings": settings}
     example = request_example(np.linspace(-200, 300, 32 * 32, dtype=np.float32).reshape(32, 32), {"mode": "image"})
     with tempfile.TemporaryDirectory() as folder:
-        save_model(path, DatamintSegmentationModel, write_model_files(folder, spec, network),
-                   segmentation_specs(list(labels), "image"), model_settings=settings, input_example=example)
+        save_model(DatamintSegmentationModel(), path, artifacts=write_model_files(folder, spec, network),
+                   annotation_specs=segmentation_specs(list(labels), "image"), model_settings=settings,
+                   input_example=example)
     return network, preprocessing
 
 

@@ -67,8 +67,10 @@ def test_mlmodel_has_the_sdk_flavor_keys_and_no_pickle(saved):
     assert set(mlmodel["flavors"]["python_function"]["config"]) == SDK_KEYS | {"device"}
     assert not list(path.rglob("*.pkl"))
     requirements = (path / "requirements.txt").read_text()
-    for package in ("torch==", "segmentation-models-pytorch==", "datamint-lightning=="):
+    for package in ("torch==", "segmentation-models-pytorch=="):
         assert package in requirements
+    assert "datamint" not in requirements  # the code travels with the model (code/datamint_lightning)
+    assert (path / "code" / "datamint_lightning" / "serving" / "segmentation_model.py").is_file()
     params = {p["name"]: p for p in json.loads(mlmodel["signature"]["params"])}
     assert {"mode", "slice_index", "axis", "threshold", "confidence_threshold", "mask_format"} <= set(params)
     assert params["slice_index"]["type"] == "long" and params["mode"]["default"] == "default"
@@ -145,8 +147,8 @@ def test_threshold_selects_by_probability(model, volume):
 
 
 def test_device_argument_reaches_the_network(saved):
-    python_model = load_model(str(saved[0]), device="meta").unwrap_python_model()
-    assert python_model.device == "meta"
+    python_model = load_model(str(saved[0]), device="meta")  # the model itself, as the SDK documents
+    assert python_model.inference_device == "meta"
     assert next(python_model.network.parameters()).device == torch.device("meta")
 
 

@@ -13,7 +13,7 @@ from datamint_lightning.serving.base_model import BaseDatamintModel, inference_d
 from datamint_lightning.serving.datamint_model import DatamintModel
 from datamint_lightning.serving.encoding import decode_mask, rle_encode
 from datamint_lightning.serving.enums import PredictionMode, TaskType
-from datamint_lightning.serving.modes import ModeNotApplicable, prediction_mode
+from datamint_lightning.serving.modes import ModeNotApplicable, ModeSpec, PredictionRouter, prediction_mode
 from datamint_lightning.serving.settings import ModelSettings
 
 
@@ -45,7 +45,7 @@ class EchoModel(BaseDatamintModel):
 
 
 def run(model, inputs, **params):
-    return model.predict(None, inputs, params=params)
+    return model.predict(inputs, params=params)
 
 
 def test_enums_have_the_sdk_values():
@@ -57,9 +57,37 @@ def test_enums_have_the_sdk_values():
 
 
 def test_supported_modes_are_exact_and_ordered():
-    assert EchoModel.get_supported_modes() == ["default", "image", "frame", "slice", "primary_slice"]
-    assert BaseDatamintModel.get_supported_modes() == ["default"]
-    assert EchoModel.declared_params() == ["batch_size", "slice_index", "axis"]
+    assert EchoModel().get_supported_modes() == ["default", "image", "frame", "slice", "primary_slice"]
+    assert BaseDatamintModel().get_supported_modes() == ["default"]  # its predict_* stubs are not modes
+    assert EchoModel().router.accepted_params() == ["batch_size", "slice_index", "axis"]
+
+
+def test_router_api_as_documented():
+    model = EchoModel()
+    registry = PredictionRouter.discover(model, BaseDatamintModel)
+    handler, spec = registry[PredictionMode.SLICE]
+    assert handler == model.one_slice and spec == ModeSpec(PredictionMode.SLICE, ("slice_index", "axis"), False)
+    assert registry[PredictionMode.IMAGE][1].param_keys == ("batch_size",)  # convention-named: its signature
+    router = PredictionRouter(model, BaseDatamintModel)
+    assert router.dispatch([np.zeros((2, 2))], {"mode": "slice", "slice_index": 0, "junk": 1}) == [
+        [{"handler": "slice", "slice_index": 0, "axis": 0}]]
+
+    class VolumeOnly(BaseDatamintModel):
+        def predict_default(self, inputs, **params):
+            return [[{"handler": "other default"}] for _ in inputs]
+
+        @prediction_mode(PredictionMode.VOLUME)
+        def whole(self, inputs):
+            return [[{"handler": "volume of the linked model"}] for _ in inputs]
+
+    router.update_registry(VolumeOnly(), BaseDatamintModel)
+    assert router.supported_modes() == ["default", "image", "frame", "slice", "primary_slice", "volume"]
+    image, volume = model.decode_inputs([np.zeros((2, 2))]), model.decode_inputs([np.zeros((2, 2, 2))])
+    assert router.dispatch(image, {"mode": "default"})[0][0]["handler"] == "image"  # ours kept
+    assert router.dispatch(volume, {"mode": "volume"})[0][0]["handler"] == "volume of the linked model"
+    assert router.dispatch(volume, {})[0][0]["handler"] == "volume of the linked model"  # default -> volume
+    router.update_registry(VolumeOnly(), BaseDatamintModel, overwrite=True)
+    assert router.dispatch([np.zeros((2, 2))], {"mode": "default"})[0][0]["handler"] == "other default"
 
 
 def test_default_mode_routes_images_to_the_image_handler():
@@ -109,7 +137,7 @@ def test_bad_inputs_name_the_input():
 
 def test_predict_cannot_be_overridden():
     with pytest.raises(TypeError, match="overrides predict"):
-        type("Bad", (BaseDatamintModel,), {"predict": lambda self, context, model_input, params=None: []})
+        type("Bad", (BaseDatamintModel,), {"predict": lambda self, model_input, params=None: []})
 
 
 def test_decorator_rejects_unknown_modes():
@@ -127,11 +155,21 @@ def test_model_settings_round_trip_and_validation():
 
 
 def test_inference_device_order(monkeypatch):
-    monkeypatch.setenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cuda:3")
+    monkeypatch.setenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", "meta")
     assert inference_device("cpu") == "cpu"
-    assert inference_device() == "cuda:3"
+    assert inference_device() == "meta"
+    assert EchoModel().inference_device == "meta"
     monkeypatch.delenv("MLFLOW_DEFAULT_PREDICTION_DEVICE")
     assert inference_device() == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without CUDA")
+def test_cuda_without_cuda_falls_back_to_cpu_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("MLFLOW_DEFAULT_PREDICTION_DEVICE", "cuda:3")
+    with caplog.at_level("WARNING"):
+        assert inference_device() == "cpu"
+        assert inference_device("cuda") == "cpu"
+    assert "'cuda:3' was requested but CUDA is not available" in caplog.text
 
 
 @pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4)])
@@ -143,19 +181,26 @@ def test_rle_round_trip(shape):
         np.testing.assert_array_equal(decode_mask(encoded), mask.astype(np.uint8))
 
 
-class LinkedModel(DatamintModel):
+class TorchModel(DatamintModel):
     task_type = TaskType.IMAGE_SEGMENTATION
 
     def predict_default(self, inputs, **params):
-        return [[{"linked": sorted(self.linked_models)}] for _ in inputs]
+        return [[{"device": str(next(self.get_pytorch_model().parameters()).device)}] for _ in inputs]
 
 
-def test_linked_modules_move_to_the_inference_device():
-    model = LinkedModel(linked_models={"encoder": torch.nn.Linear(2, 2)})
+def test_torch_modules_move_to_the_inference_device():
+    model = TorchModel(settings={"need_gpu": False}, torch_model=torch.nn.Linear(2, 2))
     model.head = torch.nn.Linear(2, 1)
-    context = mlflow.pyfunc.PythonModelContext(artifacts={}, model_config={"device": "meta", "linked_models": {}})
+    context = mlflow.pyfunc.PythonModelContext(artifacts={}, model_config={"device": "meta"})
     model.load_context(context)
-    assert model.device == "meta"
-    assert model.linked("encoder").weight.device.type == "meta" and model.head.weight.device.type == "meta"
-    with pytest.raises(Exception, match="No linked model 'decoder'"):
-        model.linked("decoder")
+    assert model.inference_device == "meta" and isinstance(model.settings, ModelSettings)
+    assert model.get_pytorch_model().weight.device.type == "meta" and model.head.weight.device.type == "meta"
+    assert model.get_mlflow_models() == {} and model.get_mlflow_torch_models() == {}
+    assert DatamintModel.LINKED_MODELS_DIR == "linked_models"
+
+
+def test_linked_model_names_must_be_uris_and_distinct():
+    with pytest.raises(Exception, match="'net' must be an MLflow model URI"):
+        TorchModel(mlflow_torch_models_uri={"net": torch.nn.Linear(1, 1)})
+    with pytest.raises(Exception, match=r"\['a'\] are in both"):
+        TorchModel(mlflow_models_uri={"a": "models:/x/1"}, mlflow_torch_models_uri={"a": "models:/y/1"})

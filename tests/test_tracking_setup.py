@@ -27,10 +27,12 @@ def test_setup_writes_the_embedded_default_and_keeps_an_existing_uri(clean_env, 
     assert mlflow_setup.setup_mlflow_environment(set_mlflow=False) is True
     assert os.environ["MLFLOW_TRACKING_URI"] == embedded_tracking_uri()
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    assert mlflow_setup.setup_mlflow_environment(set_mlflow=False, tracking_uri=other) is False  # kept
-    assert os.environ["MLFLOW_TRACKING_URI"] == embedded_tracking_uri()
+    assert mlflow_setup.setup_mlflow_environment(set_mlflow=False, tracking_uri=other) is True
+    assert os.environ["MLFLOW_TRACKING_URI"] == embedded_tracking_uri()  # kept
     assert mlflow_setup.setup_mlflow_environment(overwrite=True, set_mlflow=False, tracking_uri=other) is True
     assert os.environ["MLFLOW_TRACKING_URI"] == other
+    assert mlflow_setup.setup_mlflow_environment(overwrite=True, set_mlflow=False, tracking_uri="ftp://x") is False
+    assert os.environ["MLFLOW_TRACKING_URI"] == other  # unchanged
 
 
 def test_ensure_configured_names_what_is_missing(clean_env):

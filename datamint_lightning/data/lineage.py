@@ -62,32 +62,39 @@ class DatamintProjectSource(DatasetSource):
                    source_dict.get("root"))
 
 
+# In this process; a fresh process finds it through the ``mlflow.dataset_source`` entry point (pyproject.toml).
 register_dataset_source(DatamintProjectSource)
 
 
 class DatamintMLflowDataset(Dataset):
     """One split of a project: which resources (and file contents) a run trained, validated or tested on.
 
-    ``content_hashes`` maps resource id to a digest of its files; without one the resource's ``metadata['sha256']``
-    is used. ``label_counts`` (label -> number of items holding it) and ``item_counts`` fill the profile.
+    As in the official SDK: ``DatamintMLflowDataset(project_id, project_name, split, resources, extra_params)``,
+    ``resources`` being resource ids or ``Resource`` objects. The rest are this project's keywords:
+    ``content_hashes`` maps resource id to a digest of its files (else a resource's ``metadata['sha256']``);
+    ``label_counts`` (label -> number of items holding it) and ``items`` fill the profile.
     """
 
-    def __init__(self, project_id: str, project_name: str, split: str, resources: Sequence[Resource],
+    def __init__(self, project_id: str, project_name: str, split: str | None,
+                 resources: Sequence[str] | Sequence[Resource], extra_params: Mapping[str, Any] | None = None, *,
                  labels: Sequence[str] = (), task: str = "segmentation",
                  content_hashes: Mapping[str, str] | None = None, label_counts: Mapping[str, int] | None = None,
                  items: int | None = None, item_shape: Sequence[int] | None = None,
                  preprocessing: Mapping[str, Any] | None = None, root: str | Path | None = None):
-        self.project_id, self.project_name, self.split = project_id, project_name, split
-        self.resources = list(resources)
+        self.project_id, self.project_name, self.split = str(project_id), str(project_name), split
+        self.resources = [r for r in resources if not isinstance(r, str)]  # the Resource objects given
+        self.resource_ids = [r if isinstance(r, str) else r.id for r in resources]
+        self.extra_params = dict(extra_params or {})
         self.labels, self.task = list(labels), task
         hashes = dict(content_hashes or {})
-        self.content_hashes = {r.id: hashes.get(r.id) or str(r.metadata.get("sha256", "")) for r in self.resources}
+        metadata = {r.id: str(r.metadata.get("sha256", "")) for r in self.resources}
+        self.content_hashes = {i: hashes.get(i) or metadata.get(i, "") for i in self.resource_ids}
         self.label_counts = dict(label_counts or {})
-        self.items = len(self.resources) if items is None else int(items)
+        self.items = len(self.resource_ids) if items is None else int(items)
         self.item_shape = list(item_shape) if item_shape else None
         self.preprocessing = dict(preprocessing or {})
-        source = DatamintProjectSource(project_id, project_name, str(root) if root else None)
-        super().__init__(source=source, name=f"{project_name}/{split}")
+        source = DatamintProjectSource(self.project_id, self.project_name, str(root) if root else None)
+        super().__init__(source=source, name=f"{self.project_name}/{split}" if split else self.project_name)
 
     def _compute_digest(self) -> str:
         pairs = sorted(self.content_hashes.items())
@@ -95,10 +102,12 @@ class DatamintMLflowDataset(Dataset):
 
     @property
     def profile(self) -> dict[str, Any]:
-        return {"split": self.split, "resources": len(self.resources),
-                "patients": len({r.patient_id for r in self.resources}), "items": self.items,
-                "labels": self.labels, "label_counts": self.label_counts, "preprocessing": self.preprocessing,
-                "modalities": sorted({r.modality for r in self.resources})}
+        profile = {"split": self.split, "resources": len(self.resource_ids), "items": self.items,
+                   "labels": self.labels, "label_counts": self.label_counts, "preprocessing": self.preprocessing}
+        if self.resources:  # only Resource objects know their patient and modality
+            profile.update(patients=len({r.patient_id for r in self.resources}),
+                           modalities=sorted({str(r.modality) for r in self.resources}))
+        return {**profile, **({"extra_params": self.extra_params} if self.extra_params else {})}
 
     @property
     def schema(self):

@@ -23,18 +23,17 @@ def build_network(config: dict[str, Any], library: str = "smp"):
     for them and the smp builder allows it; see ``networks.smp_networks``)."""
     library = str(config.get("library") or library)
     if library == "smp":
-        from datamint_lightning.networks.smp_networks import build_smp_network
-
-        return build_smp_network(config)
-    if library == "monai":
-        from datamint_lightning.networks.monai_networks import build_monai_network
-
-        return build_monai_network(config)
-    if library in ("torchvision", "timm"):
-        from datamint_lightning.networks.classifiers import build_classifier
-
-        return build_classifier({**config, "library": library})
-    raise ConfigError(f"network library={library!r} is not one of {', '.join(LIBRARIES)}.")
+        from datamint_lightning.networks.smp_networks import build_smp_network as build
+    elif library == "monai":
+        from datamint_lightning.networks.monai_networks import build_monai_network as build
+    elif library in ("torchvision", "timm"):
+        from datamint_lightning.networks.classifiers import build_classifier as build
+    else:
+        raise ConfigError(f"network library={library!r} is not one of {', '.join(LIBRARIES)}.")
+    network = build({**config, "library": library} if library in ("torchvision", "timm") else config)
+    # The config travels with the module, so a Datamint model holding it can be saved as config + weights.
+    network.datamint_network = {**config, "library": library}
+    return network
 
 
 def save_spec_and_weights(folder: str | Path, spec: dict[str, Any], network) -> dict[str, Path]:

@@ -54,8 +54,8 @@ def save_volume_segmentation(path: str | Path, network, network_config: dict[str
 
     with tempfile.TemporaryDirectory() as folder:
         artifacts = volume_segmentation_artifacts(folder, network, network_config, labels, model_settings)
-        save_model(path, DatamintVolumeSegmentationModel, artifacts, segmentation_specs(labels, "volume"),
-                   model_settings=model_settings, pip_requirements=default_pip_requirements(("monai",)),
+        save_model(DatamintVolumeSegmentationModel(), path, artifacts=artifacts,
+                   annotation_specs=segmentation_specs(labels, "volume"), model_settings=model_settings, pip_requirements=default_pip_requirements(("monai",)),
                    input_example=input_example)
 
 
@@ -118,6 +118,7 @@ def save_classification(path: str | Path, network, network_config: dict[str, Any
     with tempfile.TemporaryDirectory() as folder:
         artifacts = classification_artifacts(folder, network.eval().cpu(), network_config, list(labels),
                                              preprocessing, settings, multilabel)
-        save_model(path, model_class, artifacts, category_specs(list(labels)), model_settings=settings,
+        save_model(model_class(), path, artifacts=artifacts, annotation_specs=category_specs(list(labels)),
+                   model_settings=settings,
                    pip_requirements=default_pip_requirements((library,)), input_example=input_example,
                    metadata=metadata)

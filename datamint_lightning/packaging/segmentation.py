@@ -30,7 +30,7 @@ def log_segmentation_model(network, network_config: dict[str, Any], labels: list
     with tempfile.TemporaryDirectory() as folder:
         spec = {"network": {**network_config, "encoder_weights": None}, "labels": list(labels),
                 "preprocessing": preprocessing.to_dict(), "settings": settings}
-        return log_model(DatamintSegmentationModel, artifacts=write_model_files(folder, spec, network.eval().cpu()),
+        return log_model(DatamintSegmentationModel(), artifacts=write_model_files(folder, spec, network.eval().cpu()),
                          annotation_specs=segmentation_specs(list(labels), "image"), model_settings=settings,
                          run_id=run_id, metadata=metadata, registered_model_name=registered_model_name,
                          input_example=input_example)

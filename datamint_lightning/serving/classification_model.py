@@ -31,6 +31,7 @@ class DatamintClassificationModel(DatamintModel):
     """Multi-class classification of 2D images (softmax, top-1 plus every label's score)."""
 
     task_type: ClassVar[TaskType] = TaskType.IMAGE_CLASSIFICATION
+    pip_packages: ClassVar[tuple[str, ...]] = ("torchvision",)
     multilabel: ClassVar[bool] = False
 
     def load_artifacts(self, context) -> None:
@@ -55,7 +56,7 @@ class DatamintClassificationModel(DatamintModel):
         from datamint_lightning.serving.classification import classify_slices
 
         return classify_slices(self.network, self.preprocessing, slices, display_8bit, self.multilabel,
-                               resolve_batch_size(self.settings, batch_size), self.device)
+                               resolve_batch_size(self.settings, batch_size), self.inference_device)
 
     def _annotate(self, probs: np.ndarray, scope: str, threshold: float | None,
                   extra: dict[str, Any] | None = None, display_8bit: bool = False) -> list[dict[str, Any]]:

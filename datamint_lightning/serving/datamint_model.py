@@ -1,109 +1,126 @@
-"""``DatamintModel``: a ``BaseDatamintModel`` with linked models and ``ModelSettings``.
+"""``DatamintModel``: a ``BaseDatamintModel`` with linked MLflow models and an in-memory torch model.
 
-Linked models are other MLflow models named by URI (``models:/name@alias``, ``runs:/...``), loaded in
-``load_context`` (PyTorch-flavored ones as ``torch.nn.Module``, others as pyfunc), or ``torch.nn.Module`` objects
-passed directly (in-process use). ``load_context`` moves every torch module the model holds to the inference device.
-A linked model held by a remote store is downloaded into a folder owned by the loading model, removed with it
-(MLflow's own download folder would stay in the system temp folder for good).
+``mlflow_models_uri`` ({name: URI}) are loaded as pyfunc models, ``mlflow_torch_models_uri`` ({name: URI}) as
+``torch.nn.Module`` (``mlflow.pytorch``). ``save_model`` copies each linked model into ``LINKED_MODELS_DIR`` inside
+the package, and ``load_context`` loads them from there (so a package works offline), falling back to the URI.
+A linked Datamint model's prediction modes join this model's (``PredictionRouter.update_registry``).
+``torch_model`` is saved as network config + weights (see ``saved_state.py``), never pickled.
 """
 
 from __future__ import annotations
 
-import logging
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from datamint_lightning.errors import PackagingError
-from datamint_lightning.serving.base_model import BaseDatamintModel, inference_device
+from datamint_lightning.serving.base_model import BaseDatamintModel
 from datamint_lightning.serving.settings import ModelSettings
 
-logger = logging.getLogger(__name__)
 
+def load_linked_model(name: str, uri: str, device: str, torch_flavor: bool, local: Path | None = None) -> Any:
+    """Linked model ``name``: from ``local`` (its copy in the package) when present, else from ``uri``."""
+    import mlflow.pyfunc
+    import mlflow.pytorch
 
-def _is_module(value: Any) -> bool:
-    import torch
-
-    return isinstance(value, torch.nn.Module)
-
-
-def load_linked_model(uri: str, device: str, folder: str | Path | None = None) -> Any:
-    """A linked MLflow model: a ``torch.nn.Module`` for the ``pytorch`` flavor, else a pyfunc model on ``device``.
-
-    ``folder``: where to download it first (then MLflow loads it from there rather than from its own temp copy).
-    """
-    from mlflow.models import Model
-
+    source = str(local) if local is not None and local.is_dir() else uri
     try:
-        if folder is not None:
-            import mlflow.artifacts
-
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            uri = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder))
-        flavors = Model.load(uri).flavors
-        if "pytorch" in flavors:
-            import mlflow.pytorch
-
-            module = mlflow.pytorch.load_model(uri, map_location=device)
+        if torch_flavor:
+            module = mlflow.pytorch.load_model(source, map_location=device)
             try:
                 module.eval()
             except NotImplementedError:  # torch.export ("pt2") modules are inference graphs already
                 pass
             return module
-        if "datamint" in flavors:
-            import mlflow.pyfunc
+        from mlflow.models import Model
 
-            return mlflow.pyfunc.load_model(uri, model_config={"device": device})
-        import mlflow.pyfunc
-
-        return mlflow.pyfunc.load_model(uri)
-    except PackagingError:
-        raise
+        if "datamint" in Model.load(source).flavors:
+            return mlflow.pyfunc.load_model(source, model_config={"device": device})
+        return mlflow.pyfunc.load_model(source)
     except Exception as error:  # MLflow raises several types for missing/unreachable models
-        raise PackagingError(f"Cannot load linked model {uri}: {error}") from error
+        raise PackagingError(f"Cannot load linked model {name!r} from {source}: {error}") from error
 
 
 class DatamintModel(BaseDatamintModel):
-    """Adds ``linked_models`` ({name: URI or nn.Module}) and ``settings`` to the router."""
+    """Adds linked MLflow models (loaded at serve time) and an in-memory ``torch_model`` to the router."""
 
-    def __init__(self, linked_models: dict[str, Any] | None = None, settings: ModelSettings | dict | None = None,
-                 device: str | None = None):
-        super().__init__(device)
-        self.linked_models: dict[str, Any] = dict(linked_models or {})
-        self.settings = settings if isinstance(settings, ModelSettings) else ModelSettings.from_dict(settings)
+    LINKED_MODELS_DIR: ClassVar[str] = "linked_models"
+    transient_attributes: ClassVar[tuple[str, ...]] = ("_mlflow_models", "_mlflow_torch_models")
 
-    def linked(self, name: str) -> Any:
-        try:
-            return self.linked_models[name]
-        except KeyError:
-            raise PackagingError(f"No linked model {name!r}; linked models: {sorted(self.linked_models)}.") from None
+    def __init__(self, settings: ModelSettings | dict[str, Any] | None = None,
+                 mlflow_torch_models_uri: dict[str, str] | None = None,
+                 mlflow_models_uri: dict[str, str] | None = None, torch_model: Any = None):
+        super().__init__(settings)
+        self._mlflow_torch_models_uri = dict(mlflow_torch_models_uri or {})
+        self._mlflow_models_uri = dict(mlflow_models_uri or {})
+        shared = sorted(set(self._mlflow_models_uri) & set(self._mlflow_torch_models_uri))
+        if shared:
+            raise PackagingError(f"Linked model names {shared} are in both mlflow_models_uri and "
+                                 "mlflow_torch_models_uri; give each linked model one name.")
+        for name, uri in {**self._mlflow_models_uri, **self._mlflow_torch_models_uri}.items():
+            if not isinstance(uri, str) or not uri:
+                raise PackagingError(f"Linked model {name!r} must be an MLflow model URI (str), got {uri!r}.")
+        self._torch_model = torch_model
+        self._mlflow_models: dict[str, Any] = {}
+        self._mlflow_torch_models: dict[str, Any] = {}
+
+    @property
+    def mlflow_models_uri(self) -> dict[str, str]:
+        return dict(self.__dict__.get("_mlflow_models_uri") or {})
+
+    @property
+    def mlflow_torch_models_uri(self) -> dict[str, str]:
+        return dict(self.__dict__.get("_mlflow_torch_models_uri") or {})
+
+    @property
+    def linked_models_uri(self) -> dict[str, str]:
+        """Every linked model's URI by name (the flavor's ``linked_models``)."""
+        return {**self.mlflow_models_uri, **self.mlflow_torch_models_uri}
+
+    def get_mlflow_models(self) -> dict[str, Any]:
+        """The linked pyfunc models, loaded (by ``load_context``, or here on first use in-process)."""
+        self._load_linked()
+        return dict(self._mlflow_models)
+
+    def get_mlflow_torch_models(self) -> dict[str, Any]:
+        """The linked PyTorch models as ``torch.nn.Module`` on the inference device."""
+        self._load_linked()
+        return dict(self._mlflow_torch_models)
+
+    def get_pytorch_model(self) -> Any:
+        """The in-memory ``torch_model`` (rebuilt from its config + weights in a loaded package), or None."""
+        return self.__dict__.get("_torch_model")
 
     def load_context(self, context) -> None:
-        """Resolve the device, load linked URIs, and move every torch module held to the device."""
-        config = dict(getattr(context, "model_config", None) or {})
-        if "model_settings" in config:
-            self.settings = ModelSettings.from_dict(config["model_settings"])
-        self.device = inference_device(config.get("device") or self.device)
-        if self.settings.need_gpu and not self.device.startswith("cuda"):
-            logger.warning("This model was saved with need_gpu=true but runs on %s; expect slow inference.",
-                           self.device)
-        for name, uri in dict(config.get("linked_models") or {}).items():
-            self.linked_models.setdefault(name, uri)
-        uris = {name: value for name, value in self.linked_models.items() if isinstance(value, str)}
-        if uris:  # removed when this model is garbage-collected, or at exit
-            self._downloads = tempfile.TemporaryDirectory(prefix="datamint-linked-")
-        for index, (name, uri) in enumerate(uris.items()):
-            self.linked_models[name] = load_linked_model(uri, self.device, Path(self._downloads.name) / str(index))
+        """Device, saved networks, linked models (from ``LINKED_MODELS_DIR`` when present), subclass artifacts."""
+        super().load_context(context)
+        local = (getattr(context, "artifacts", None) or {}).get(self.LINKED_MODELS_DIR)
+        self._load_linked(Path(local) if local else None)
         self.load_artifacts(context)
         self.to_device()
 
+    def _load_linked(self, local_dir: Path | None = None) -> None:
+        for attribute in ("_mlflow_models", "_mlflow_torch_models"):
+            if self.__dict__.get(attribute) is None:
+                setattr(self, attribute, {})
+        for uris, loaded, torch_flavor in ((self.mlflow_models_uri, self._mlflow_models, False),
+                                           (self.mlflow_torch_models_uri, self._mlflow_torch_models, True)):
+            for name, uri in uris.items():
+                if name not in loaded:
+                    loaded[name] = load_linked_model(name, uri, self.inference_device, torch_flavor,
+                                                     local_dir / name if local_dir else None)
+                    if not torch_flavor and hasattr(loaded[name], "unwrap_python_model"):
+                        linked = loaded[name].unwrap_python_model()
+                        if isinstance(linked, BaseDatamintModel):
+                            self.router.update_registry(linked, BaseDatamintModel)
+
     def load_artifacts(self, context) -> None:
-        """Subclasses rebuild their networks here (before the move to the device)."""
+        """Subclasses rebuild their own networks here (before the move to the device)."""
 
     def to_device(self) -> None:
-        for name, value in list(vars(self).items()):
-            if _is_module(value):
-                setattr(self, name, value.to(self.device))
-        for name, value in list(self.linked_models.items()):
-            if _is_module(value):
-                self.linked_models[name] = value.to(self.device)
+        import torch
+
+        super().to_device()
+        loaded = self.__dict__.get("_mlflow_torch_models") or {}
+        for name, value in list(loaded.items()):
+            if isinstance(value, torch.nn.Module):
+                loaded[name] = value.to(self.inference_device)

@@ -55,6 +55,7 @@ class DatamintSegmentationModel(DatamintModel):
     """Semantic segmentation of 2D images; volumes are segmented slice by slice."""
 
     task_type: ClassVar[TaskType] = TaskType.IMAGE_SEGMENTATION
+    pip_packages: ClassVar[tuple[str, ...]] = ("segmentation-models-pytorch",)
 
     def load_artifacts(self, context) -> None:
         from datamint_lightning.data.preprocessing import Preprocessing
@@ -69,7 +70,7 @@ class DatamintSegmentationModel(DatamintModel):
         from datamint_lightning.serving.segmentation import segment_slices
 
         return segment_slices(self.network, self.preprocessing, slices, display_8bit,
-                              resolve_batch_size(self.settings, batch_size), self.device)
+                              resolve_batch_size(self.settings, batch_size), self.inference_device)
 
     def _annotate(self, label_map: np.ndarray, probs: np.ndarray, scope: str, threshold: float | None,
                   extra: dict[str, Any] | None = None, display_8bit: bool = False) -> list[dict[str, Any]]:

@@ -52,6 +52,15 @@ class ModelSettings:
         return {**{k: v for k, v in values.items() if v is not None}, **self.extra}
 
     @classmethod
+    def coerce(cls, value: "ModelSettings | dict[str, Any] | None") -> "ModelSettings":
+        """``value`` itself, or the settings a dict (or None) describes."""
+        if isinstance(value, cls):
+            return value
+        if value is None or isinstance(value, dict):
+            return cls.from_dict(value)
+        raise ConfigError(f"settings must be a ModelSettings or a dict, got {type(value).__name__}.")
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "ModelSettings":
         names = {f.name for f in fields(cls)} - {"extra"}
         values = dict(values or {})

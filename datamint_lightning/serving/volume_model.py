@@ -28,6 +28,7 @@ class DatamintVolumeSegmentationModel(DatamintModel):
     """Semantic segmentation of 3D volumes with MONAI sliding-window inference; masks on the input's grid."""
 
     task_type: ClassVar[TaskType] = TaskType.VOLUME_SEGMENTATION
+    pip_packages: ClassVar[tuple[str, ...]] = ("monai",)
 
     def load_artifacts(self, context) -> None:
         self.spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
@@ -43,7 +44,7 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         volume = require_volume(item, mode)
         if batch_size is not None and int(batch_size) <= 0:
             raise PredictionError(f"batch_size={batch_size} must be a positive integer.")
-        return volume, segment_volume(self.network, volume.array, volume.spacing, self.settings, self.device,
+        return volume, segment_volume(self.network, volume.array, volume.spacing, self.settings, self.inference_device,
                                       batch_size)
 
     @prediction_mode(PredictionMode.VOLUME, param_keys=("confidence_threshold", "threshold", "batch_size"),

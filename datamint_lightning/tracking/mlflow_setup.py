@@ -5,15 +5,27 @@ Nothing here runs at import time; MLflow is touched only when a function is call
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from datamint_lightning.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
+
+class EnvVars(str, Enum):
+    """The environment variables naming the active Datamint project (the SDK's names)."""
+
+    DATAMINT_PROJECT_ID = "DATAMINT_PROJECT_ID"
+    DATAMINT_PROJECT_NAME = "DATAMINT_PROJECT_NAME"
+
+
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-PROJECT_ID_ENV = "DATAMINT_PROJECT_ID"
-PROJECT_NAME_ENV = "DATAMINT_PROJECT_NAME"
+PROJECT_ID_ENV = EnvVars.DATAMINT_PROJECT_ID.value
+PROJECT_NAME_ENV = EnvVars.DATAMINT_PROJECT_NAME.value
 
 
 @dataclass(frozen=True)
@@ -59,21 +71,27 @@ def setup_mlflow_environment(overwrite: bool = False, set_mlflow: bool = True,
     """Set ``MLFLOW_TRACKING_URI`` (``tracking_uri``, else the embedded sqlite store, which needs no token).
 
     An existing ``MLFLOW_TRACKING_URI`` is kept unless ``overwrite``. With ``set_mlflow`` the URI is also passed
-    to ``mlflow.set_tracking_uri``. Returns True when the variable was written, False when an existing one was kept.
+    to ``mlflow.set_tracking_uri``. Returns True on success, False (with a logged reason, nothing changed) when
+    the URI is malformed or lacks what it needs (e.g. ``datamint://`` without ``DATAMINT_API_KEY``).
     """
-    from datamint_lightning.tracking.tracking_uri import embedded_tracking_uri, validate_tracking_uri
+    from datamint_lightning.errors import TrackingError
+    from datamint_lightning.tracking.tracking_uri import embedded_tracking_uri, redact, validate_tracking_uri
 
     current = os.environ.get(TRACKING_URI_ENV)
-    written = overwrite or not current
-    uri = (tracking_uri or embedded_tracking_uri()) if written else current
-    validate_tracking_uri(uri)
-    if written:
+    write = overwrite or not current
+    uri = (tracking_uri or embedded_tracking_uri()) if write else current
+    try:
+        validate_tracking_uri(uri)
+    except TrackingError as error:
+        logger.warning("MLflow not configured with %s: %s", redact(uri), error)
+        return False
+    if write:
         os.environ[TRACKING_URI_ENV] = uri
     if set_mlflow:
         import mlflow
 
         mlflow.set_tracking_uri(uri)
-    return written
+    return True
 
 
 def ensure_mlflow_configured() -> str:

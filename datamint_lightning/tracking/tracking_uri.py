@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from datamint_lightning.errors import TrackingError
 from datamint_lightning.paths import home_dir
 
-SUPPORTED_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks")
+SUPPORTED_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks", "datamint")
 
 
 def embedded_tracking_uri() -> str:
@@ -80,6 +80,10 @@ def validate_tracking_uri(uri: str) -> None:
                             f"expected one of {', '.join(SUPPORTED_SCHEMES)}.")
     if scheme == "sqlite" and (not uri.startswith("sqlite:///") or uri.rstrip("/") == "sqlite:"):
         raise TrackingError(f"Tracking URI {redact(uri)!r} is malformed; write sqlite:///<absolute path to .db>.")
+    if scheme == "datamint":  # server named and API key present (see datamint_store.py)
+        from datamint_lightning.tracking.datamint_uri import host_creds
+
+        host_creds(uri)
     if scheme in ("http", "https"):
         try:
             port = parts.port
