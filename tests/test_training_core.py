@@ -98,13 +98,15 @@ def failing_trainer(stage: str):
 
 @pytest.mark.parametrize("stage", ["trainer", "fit", "gate", "package", "reload"])
 def test_a_failure_at_any_stage_ends_the_run_failed_with_the_error(tiny_demo, tmp_path, stage):
+    before = {r.info.run_id for r in all_runs()}
     trainer = failing_trainer(stage)(overrides=[*QUICK, f"paths.output_dir={tmp_path}"])
     with pytest.raises(Boom):
         trainer.fit()
     run = run_of(tmp_path)
     assert run.info.status == "FAILED"
     assert "Boom" in run.data.tags["error"]
-    assert not any(r.info.status == "RUNNING" for r in all_runs())
+    created = [r for r in all_runs() if r.info.run_id not in before]
+    assert [r.info.status for r in created] == ["FAILED"]  # exactly this run, and it is not left RUNNING
 
 
 # ---- 4. non-finite training never yields a model -------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_hydra_config_sets_per_split_transforms(store, tmp_path):
 
 
 def test_training_input_matches_the_packaged_preprocessing(store, tmp_path):
-    dm = DatamintDataModule("Transforms", labels=["liver"], image_size=32, split={"train": 2, "val": 1},
+    dm = DatamintDataModule("Transforms", labels=["liver"], image_size=32, split={"train": 2 / 3, "val": 1 / 3},
                             store_dir=str(store.root), cache_dir=str(tmp_path), augment=False)
     dm.setup()
     saved = Preprocessing.from_dict(dm.preprocessing.to_dict())  # what the packaged model gets
