@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from datamint_lightning.data.datasets import ImageDataset, VolumeDataset
-from datamint_lightning.data.demo import ensure_demo_project, is_demo_project
+from datamint_lightning.data.demo import ensure_demo, is_demo_project
 from datamint_lightning.data.preprocessing import Preprocessing, intensity_for
 from datamint_lightning.data.projects import Project, ProjectStore, Resource
 from datamint_lightning.data.slices import extract_slices, label_lookup, source_digests
@@ -99,7 +99,7 @@ class DatamintDataModule(L.LightningDataModule):
         """The named project; the demo is created on first use, but never stands in for another name."""
         if self.project is None:
             if is_demo_project(self.project_name):
-                ensure_demo_project(self.store)
+                ensure_demo(self.store, self.project_name)
             project = self.store.open(self.project_name)
             if not project.resources:
                 raise DataError(f"Project {project.name!r} ({project.root}) has no resources; import data first.")
