@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datamint_lightning.errors import ConfigError
+from datamint_lightning.errors import ConfigError, DatamintLightningError
 from datamint_lightning.training.task_trainer import TaskTrainer
 
 
@@ -42,6 +42,7 @@ class ClassificationTrainer(TaskTrainer):
     task_type: ClassVar[str] = "image_classification"
 
     def build_module(self, datamodule):
+        from hydra.errors import InstantiationException
         from hydra.utils import instantiate
 
         self.check_project(datamodule)
@@ -49,7 +50,12 @@ class ClassificationTrainer(TaskTrainer):
         if multilabel is None:
             multilabel = datamodule.task == "multilabel_classification"
         self.labels = list(datamodule.labels)
-        return instantiate(self.cfg.model, labels=self.labels, multilabel=bool(multilabel), _convert_="all")
+        try:
+            return instantiate(self.cfg.model, labels=self.labels, multilabel=bool(multilabel), _convert_="all")
+        except InstantiationException as error:  # Hydra wraps what the constructor raised: give the user that
+            if isinstance(error.__cause__, DatamintLightningError):
+                raise error.__cause__ from None
+            raise
 
     def check_project(self, datamodule) -> None:
         """A classification recipe needs a classification project: say so before anything is built on it."""
