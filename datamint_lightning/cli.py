@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -39,16 +40,32 @@ def _run(cfg) -> Any:
         print(f"error: choose a recipe with recipe=<name>; available: {', '.join(recipe_names())}", file=sys.stderr)
         raise SystemExit(2)
     _use_hydra_logging()
+    _redact_hydra_files()
     try:
         results = train(cfg)
     except Exception as error:
         user_error = _user_error(error)
         if user_error is None:
             raise
-        print(f"error: {user_error}", file=sys.stderr)
+        from datamint_lightning.tracking.tracking_uri import redact_text
+
+        print(f"error: {redact_text(str(user_error))}", file=sys.stderr)
         raise SystemExit(2) from None
     print(_summary(results))
     return results
+
+
+def _redact_hydra_files() -> None:
+    """Hydra saves the command line in ``<run dir>/.hydra/*.yaml``: mask credentials there too."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from datamint_lightning.tracking.tracking_uri import redact_text
+
+    folder = HydraConfig.get().runtime.output_dir
+    for path in Path(folder, HydraConfig.get().output_subdir or ".hydra").glob("*.yaml"):
+        text = path.read_text()
+        if redact_text(text) != text:
+            path.write_text(redact_text(text))
 
 
 def _summary(results: dict[str, Any]) -> str:
@@ -61,6 +78,8 @@ def _summary(results: dict[str, Any]) -> str:
                   f"  predict:         mlflow.pyfunc.load_model({uri!r}).predict(['slice.png'])"]
     elif results.get("model_uri"):
         lines.append(f"  model:           {results['model_uri']}")
+        if results.get("not_registered"):
+            lines.append(f"  not registered:  {results['not_registered']}")
     if results.get("journal"):
         lines.append(f"  NOT YET IN MLFLOW: records wait in {results['journal']}; send them with "
                      f"`python -m datamint_lightning tracking replay {results['journal']}`")

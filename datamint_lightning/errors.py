@@ -27,3 +27,13 @@ class PackagingError(DatamintLightningError, RuntimeError):
 
 class PredictionError(DatamintLightningError, ValueError):
     """A prediction request is invalid (input, mode or parameters)."""
+
+
+class TrainingError(DatamintLightningError, RuntimeError):
+    """Training cannot go on (for example, the loss is no longer a finite number)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """The training loss or gradients became NaN or infinite; the weights can no longer be trusted."""
+
+    corrupts_weights = True  # MLflowModelCheckpoint does not make such weights the resume point

@@ -11,7 +11,7 @@ import pytest
 TINY_OVERRIDES = [
     "data.image_size=64", "data.batch_size=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", "model.network.encoder_name=resnet18",
-    "model.network.encoder_depth=3", "model.network.decoder_channels=[32,16,8]", "data.augment=false",
+    "model.network.encoder_depth=3", "model.network.decoder_channels=[32,16,8]", "data.augment=false", "packaging.min_score=null",
 ]
 TINY_DEMO = {"patients": 5, "shape": (16, 64, 64)}
 TINY_BRAIN_DEMO_IMAGES = 30

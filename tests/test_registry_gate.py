@@ -8,8 +8,8 @@ import pytest
 from conftest import TINY_OVERRIDES
 
 from datamint_lightning.errors import PackagingError
-from datamint_lightning.packaging.packager import PackagedModel
 from datamint_lightning.packaging.registry import register
+from datamint_lightning.tracking.tracking_uri import embedded_tracking_uri as embedded_uri
 from datamint_lightning.training.segmentation_trainer import UNetPPTrainer
 
 NAME = "gate-test-model"
@@ -31,7 +31,7 @@ def failed_gate(tiny_demo, tmp_path_factory):
     trainer = HookedTrainer(overrides=overrides)
     with pytest.raises(PackagingError, match="disagrees") as error:
         trainer.fit()
-    client = mlflow.MlflowClient(mlflow.get_tracking_uri())
+    client = mlflow.MlflowClient(embedded_uri())
     experiment = client.get_experiment_by_name(tiny_demo.name)
     run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     return client, run, error.value
@@ -49,15 +49,19 @@ def test_failed_gate_is_recorded_and_nothing_is_registered(failed_gate):
 def test_champion_moves_only_for_a_better_version(failed_gate):
     client, run, _ = failed_gate
     models = client.search_logged_models([run.info.experiment_id], f"source_run_id = '{run.info.run_id}'")
-    packaged = PackagedModel(f"models:/{models[0].model_id}", models[0].model_id)
+    uri, model_id = embedded_uri(), models[0].model_id
     name = "champion-policy-test"
-    first = register(packaged, name, {"run_id": run.info.run_id}, 0.5, "max", "val/dice")
-    worse = register(packaged, name, {}, 0.4, "max", "val/dice")
-    tie = register(packaged, name, {}, 0.5, "max", "val/dice", policy="better_or_equal")
-    better = register(packaged, name, {}, 0.6, "max", "val/dice")
+
+    def register_version(score, policy="better"):
+        return register(uri, f"models:/{model_id}", model_id, name, {}, score, "max", "val/dice", policy)
+
+    first = register_version(0.5)
+    worse = register_version(0.4)
+    tie = register_version(0.5, policy="better_or_equal")
+    better = register_version(0.6)
     assert (first.champion, worse.champion, tie.champion, better.champion) == (True, False, True, True)
     assert str(client.get_model_version_by_alias(name, "champion").version) == better.version == "4"
-    never = register(packaged, name, {}, 0.9, "max", "val/dice", policy="never")
+    never = register_version(0.9, policy="never")
     assert not never.champion and str(client.get_model_version_by_alias(name, "champion").version) == "4"
     version = client.get_model_version(name, worse.version)
     assert version.tags["score"] == "0.4" and version.tags["champion.metric"] == "val/dice"

@@ -20,7 +20,7 @@ def registry(tmp_path_factory):
     import mlflow
     from mlflow import MlflowClient
 
-    from datamint_lightning.packaging.packager import package_segmentation
+    from datamint_lightning.packaging.segmentation import log_segmentation_model
     from model_factories import TINY_2D_NETWORK, tiny_2d_network
     from datamint_lightning.data.preprocessing import Preprocessing
 
@@ -31,9 +31,9 @@ def registry(tmp_path_factory):
         experiment_id = MlflowClient().create_experiment(  # not set_experiment: no global state
             "serving-test", artifact_location=(folder / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment_id) as run:
-            packaged = package_segmentation(network, TINY_2D_NETWORK, ["liver"], preprocessing, run.info.run_id,
-                                            examples, registered_model_name=MODEL_NAME)
-        MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", packaged.version)
+            packaged = log_segmentation_model(network, TINY_2D_NETWORK, ["liver"], preprocessing, run.info.run_id,
+                                              examples, registered_model_name=MODEL_NAME)
+        MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", packaged.registered_model_version)
         yield {"uri": uri, "folder": folder, "network": network, "preprocessing": preprocessing,
                "model_uri": packaged.model_uri}
 

@@ -35,6 +35,9 @@ def _normalized(fractions: Mapping[str, float]) -> dict[str, float]:
     if any(v < 0 for v in values) or sum(values) <= 0:
         raise ConfigError(f"data.split={dict(fractions)} needs non-negative fractions with a positive sum.")
     total = sum(values)
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"data.split={dict(fractions)} sums to {total:g}; the fractions must sum to 1 "
+                          "(e.g. {train: 0.8, val: 0.1, test: 0.1}).")
     return {s: float(fractions.get(s, 0.0)) / total for s in SPLITS}
 
 

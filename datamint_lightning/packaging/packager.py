@@ -1,4 +1,5 @@
-"""Packaging a trained network as a Datamint model and checking the package by reloading it."""
+"""Shared packaging pieces (request examples, spec + weights artifacts, annotation specs) and the 3D and
+classification savers."""
 
 from __future__ import annotations
 
@@ -6,37 +7,12 @@ import base64
 import json
 import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datamint_lightning.errors import PackagingError
-
-
-@dataclass(frozen=True)
-class PackagedModel:
-    model_uri: str
-    model_id: str | None
-    registered_name: str | None = None
-    version: str | None = None
-
-
-def _predict_masks(predictions: list[list[dict[str, Any]]]) -> list[np.ndarray]:
-    return [np.stack([a["mask"] for a in annotations]) for annotations in predictions]
-
-
-def verify_package(model_uri: str, expected: list[np.ndarray], examples: list[np.ndarray]) -> float:
-    """Reload the logged model and compare its masks with the checkpoint's; returns the agreement (0..1)."""
-    from datamint_lightning.packaging.flavor import load_model
-
-    actual = _predict_masks(load_model(model_uri, device="cpu").predict(examples)) if examples else []
-    agreement = float(np.mean([np.mean(a == e) for a, e in zip(actual, expected)])) if examples else 1.0
-    if len(actual) != len(expected) or agreement < 0.999:
-        raise PackagingError(f"The packaged model {model_uri} disagrees with its checkpoint on held-out slices "
-                             f"(pixel agreement {agreement:.4%}); it was not registered.")
-    return agreement
 
 
 def request_example(array: np.ndarray, params: dict[str, Any], max_side: int = 64) -> tuple[list[dict], dict]:
@@ -59,40 +35,6 @@ def write_model_files(folder: str | Path, spec: dict[str, Any], network) -> dict
 
 def segmentation_specs(labels: list[str], scope: str) -> list[dict[str, Any]]:
     return [{"identifier": name, "type": "segmentation", "scope": scope, "required": False} for name in labels]
-
-
-def package_segmentation(network, network_config: dict[str, Any], labels: list[str], preprocessing,
-                         run_id: str, examples: list[np.ndarray], model_settings: dict[str, Any] | None = None,
-                         metadata: dict[str, Any] | None = None, registered_model_name: str | None = None,
-                         input_example: Any = None) -> PackagedModel:
-    """Log ``network`` as a Datamint segmentation model to ``run_id`` and check it reproduces ``network``.
-
-    The input example defaults to the first example slice (strided to 64 px) in the JSON request form.
-    """
-    from datamint_lightning.packaging.flavor import log_model
-    from datamint_lightning.serving.segmentation import mask_annotations, segment_slices
-    from datamint_lightning.serving.segmentation_model import DatamintSegmentationModel
-    from datamint_lightning.serving.settings import ModelSettings
-
-    network = network.eval().cpu()
-    expected = []
-    for example in examples:
-        label_map, probs = segment_slices(network, preprocessing, example[None])
-        expected.append(np.stack([a["mask"] for a in mask_annotations(label_map[0], probs[0], labels, "image")]))
-    settings = ModelSettings.from_dict({"need_gpu": False, "batch_size": 16, "input_size": [preprocessing.image_size] * 2,
-                                        **(model_settings or {})}).to_dict()
-    if input_example is None and examples:
-        input_example = request_example(examples[0], {"mode": "image"})
-    with tempfile.TemporaryDirectory() as folder:
-        spec = {"network": {**network_config, "encoder_weights": None}, "labels": labels,
-                "preprocessing": preprocessing.to_dict(), "settings": settings}
-        info = log_model(DatamintSegmentationModel, artifacts=write_model_files(folder, spec, network),
-                         annotation_specs=segmentation_specs(labels, "image"), model_settings=settings, run_id=run_id,
-                         metadata=metadata, registered_model_name=registered_model_name, input_example=input_example)
-    verify_package(info.model_uri, expected, examples)
-    version = getattr(info, "registered_model_version", None)
-    return PackagedModel(info.model_uri, getattr(info, "model_id", None), registered_model_name,
-                         str(version) if version else None)
 
 
 def volume_segmentation_artifacts(folder: str | Path, network, network_config: dict[str, Any], labels: list[str],

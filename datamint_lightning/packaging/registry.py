@@ -8,7 +8,6 @@ import math
 from dataclasses import dataclass
 
 from datamint_lightning.errors import ConfigError, PackagingError
-from datamint_lightning.packaging.packager import PackagedModel
 
 POLICIES = ("better", "better_or_equal", "always", "never")
 CHAMPION = "champion"
@@ -49,21 +48,33 @@ def beats(score: float | None, champion_score: float | None, mode: str, policy: 
     return better or tie, f"{score:.6g} vs champion {champion_score:.6g} ({mode}, {policy})"
 
 
-def register(packaged: PackagedModel, name: str, tags: dict[str, str], score: float | None = None,
-             mode: str = "max", metric: str = "score", policy: str = "better") -> RegisteredVersion:
-    """Register the package under ``name`` with ``tags`` and the ``score`` on ``metric``; move ``champion`` when
-    ``beats`` says so (a champion scored on another metric counts as not comparable)."""
-    import mlflow
+def register(tracking_uri: str, model_uri: str, model_id: str | None, name: str, tags: dict[str, str],
+             score: float | None = None, mode: str = "max", metric: str = "score", policy: str = "better",
+             run_id: str | None = None, description: str | None = None) -> RegisteredVersion:
+    """Register ``model_uri`` under ``name`` with ``tags`` and the ``score`` on ``metric``; move ``champion`` when
+    ``beats`` says so (a champion scored on another metric counts as not comparable).
+
+    Idempotent per run: when a version of ``name`` from ``run_id`` exists already (a resumed or replayed end of
+    fit), that version is completed (tags, description, aliases) instead of a second one being created.
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
     scored = {"champion.metric": metric, "champion.mode": mode,
               **({"score": f"{score:.6g}"} if score is not None else {})}
+    all_tags = {**tags, **scored, **({"datamint.logged_model_id": model_id} if model_id else {})}
     try:
-        version = mlflow.register_model(packaged.model_uri, name, tags={**tags, **scored})
-        if packaged.model_id:
-            client.set_model_version_tag(name, version.version, "datamint.logged_model_id", packaged.model_id)
+        _ensure_registered_model(client, name)
+        version = _version_of_run(client, name, run_id) if run_id else None
+        if version is None:
+            version = client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags,
+                                                  description=description, model_id=model_id)
+        else:
+            for key, value in all_tags.items():
+                client.set_model_version_tag(name, version.version, key, value)
+            if description:
+                client.update_model_version(name, version.version, description=description)
         try:
             current = client.get_model_version_by_alias(name, CHAMPION)
         except MlflowException:
@@ -71,9 +82,35 @@ def register(packaged: PackagedModel, name: str, tags: dict[str, str], score: fl
         champion_score = None
         if current is not None and current.tags.get("champion.metric") == metric and "score" in current.tags:
             champion_score = float(current.tags["score"])
-        move, reason = (True, "first version") if current is None else beats(score, champion_score, mode, policy)
+        if current is not None and current.version == version.version:
+            move, reason = True, "already champion"
+        elif current is None:
+            move, reason = True, "first version"
+        else:
+            move, reason = beats(score, champion_score, mode, policy)
         if move:
             client.set_registered_model_alias(name, CHAMPION, version.version)
     except MlflowException as error:
         raise PackagingError(f"Could not register the model as {name!r}: {error.message}") from error
     return RegisteredVersion(name, str(version.version), move, reason)
+
+
+def _ensure_registered_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(name)
+        except MlflowException:  # created concurrently
+            client.get_registered_model(name)
+
+
+def _version_of_run(client, name: str, run_id: str):
+    versions = client.search_model_versions(f"name = '{_quote(name)}' and run_id = '{run_id}'")
+    return min(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def _quote(name: str) -> str:
+    return name.replace("'", "\\'")

@@ -9,6 +9,7 @@ from typing import Any
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
+from datamint_lightning.tracking.tags import CHECKPOINT_DIR
 from datamint_lightning.tracking.upload_worker import UploadWorker
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,13 @@ class MLflowModelCheckpoint(ModelCheckpoint):
 
         if self.tracking_uri and self.run_id:
             self.attach(self.tracking_uri, self.run_id, task=self.task)
-            return
-        for logger in trainer.loggers:
+        for logger in [] if self.recorder else trainer.loggers:
             if isinstance(logger, MLFlowLogger) and logger.run_id:
-                self.attach(logger._tracking_uri, logger.run_id, getattr(logger, "recorder", None), task=self.task)
-                return
+                self.attach(logger._tracking_uri, logger.run_id, getattr(logger, "recorder", None),
+                            task=self.task or getattr(logger, "task", None))
+                break
+        if self.recorder is not None and self.dirpath:
+            self.recorder.set_tags({CHECKPOINT_DIR: str(Path(self.dirpath).resolve())})
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)

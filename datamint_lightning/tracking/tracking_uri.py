@@ -37,6 +37,28 @@ def redact(uri: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
+_CREDENTIALS_IN_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
+_SECRET_QUERY = re.compile(r"(?i)\b(token|password|secret|api_key|apikey|key)=[^&\s'\"]+")
+
+
+def redact_text(text: str) -> str:
+    """Any text (messages, overrides, log lines, error tags) with URL credentials and secret query values masked."""
+    return _SECRET_QUERY.sub(r"\1=***", _CREDENTIALS_IN_URL.sub(r"\1***:***@", text))
+
+
+def split_credentials(uri: str) -> tuple[str, tuple[str, str] | None]:
+    """``http://user:secret@host`` -> (``http://host``, (user, secret)): MLflow gets the clean URI and the
+    credentials through MLFLOW_TRACKING_USERNAME/PASSWORD, so its own "View run ... at: <URI>" line and every
+    stored URI stay free of them."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not (parts.username and parts.password):
+        return uri, None
+    from urllib.parse import unquote
+
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc)), (unquote(parts.username), unquote(parts.password))
+
+
 def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
