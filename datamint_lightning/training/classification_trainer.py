@@ -39,7 +39,9 @@ class ClassificationTrainer(TaskTrainer):
     """
 
     recipe: ClassVar[str] = "brain_tumor_cls"
-    task_type: ClassVar[str] = "image_classification"
+    task_type: ClassVar[str] = "image_classification"  # multilabel_image_classification for multi-label projects
+    intended_input: ClassVar[str] = ("2D images like the training ones (PNG/JPEG pictures, DICOM, arrays in modality "
+                                     "units), or volumes classified slice by slice")
 
     def build_module(self, datamodule):
         from hydra.errors import InstantiationException
@@ -50,6 +52,8 @@ class ClassificationTrainer(TaskTrainer):
         if multilabel is None:
             multilabel = datamodule.task == "multilabel_classification"
         self.labels = list(datamodule.labels)
+        if multilabel:
+            self.task_type = "multilabel_image_classification"
         try:
             return instantiate(self.cfg.model, labels=self.labels, multilabel=bool(multilabel), _convert_="all")
         except InstantiationException as error:  # Hydra wraps what the constructor raised: give the user that
@@ -72,6 +76,7 @@ class ClassificationTrainer(TaskTrainer):
             raise ConfigError(f"data.dims={datamodule.dims}: classifiers take 2D images or slices (data.dims=2).")
 
     def validate(self, datamodule, module) -> None:
+        super().validate(datamodule, module)
         multilabel = datamodule.task == "multilabel_classification"
         if module.multilabel != multilabel:
             raise ConfigError(f"model.multilabel={module.multilabel} but project {datamodule.project_name!r} is "
@@ -117,30 +122,3 @@ class ClassificationTrainer(TaskTrainer):
         from datamint_lightning.packaging.classification import score_agreement
 
         return score_agreement(expected, actual)
-
-    # ---- TEMPORARY: the gate of the pre-TaskTrainer core (replaced by training/gate.py after merging main) ----
-    def package(self, checkpoint_path: str, datamodule, module, run) -> dict[str, Any]:
-        from pathlib import Path
-
-        from datamint_lightning.errors import PackagingError
-        from datamint_lightning.packaging.flavor import load_model
-        from datamint_lightning.packaging.packager import PackagedModel
-        from datamint_lightning.training.segmentation_trainer import SegmentationTrainer
-
-        best = type(module).load_from_checkpoint(checkpoint_path, map_location="cpu", weights_only=True)
-        examples = self.gate_examples(datamodule, int(self.cfg.packaging.verify_samples))
-        expected = self.expected_outputs(best, datamodule, examples)
-        info = self.log_package(best, datamodule, run.run_id, examples, {"checkpoint": Path(checkpoint_path).name})
-        actual = self.package_outputs(load_model(info.model_uri, device="cpu"), examples)
-        agreement = self.agreement(expected, actual)
-        if agreement < 0.999:
-            reason = f"The packaged model {info.model_uri} disagrees with its checkpoint (agreement {agreement:.2%})"
-            run.set_tags({"registration.gate": "failed", "registration.gate_reason": reason})
-            raise PackagingError(reason)
-        run.set_tags({"registration.gate": "passed", "datamint.model_uri": info.model_uri,
-                      "registration.gate_samples": len(examples)})
-        packaged = PackagedModel(info.model_uri, getattr(info, "model_id", None))
-        results: dict[str, Any] = {"model_uri": info.model_uri, "model_id": packaged.model_id}
-        if self.cfg.packaging.register:
-            results.update(SegmentationTrainer.register(self, packaged, checkpoint_path, datamodule, run))
-        return results

@@ -39,8 +39,10 @@ class BalancedTrainer(ClassificationTrainer):
         return BalancedClassifier(**module.hparams, class_weights=weights)
 
 
-def main(project: str = "Brain Tumor Demo", max_epochs: int = 5, image_size: int = 96) -> dict:
-    trainer = BalancedTrainer(project=project, max_epochs=max_epochs, image_size=image_size, register_model=True)
+def main(project: str = "Brain Tumor Demo", max_epochs: int = 10, image_size: int = 96,
+         overrides: tuple[str, ...] = ()) -> dict:
+    trainer = BalancedTrainer(project=project, max_epochs=max_epochs, image_size=image_size, register_model=True,
+                              overrides=overrides)
     results = trainer.fit()
     print("test metrics:", results["test_results"])
 
@@ -51,6 +53,7 @@ def main(project: str = "Brain Tumor Demo", max_epochs: int = 5, image_size: int
 
     from datamint_lightning.data.brain_demo import make_brain_slice
 
+    mlflow.set_tracking_uri(results["tracking_uri"])  # the store the trainer used (embedded unless configured)
     model = mlflow.pyfunc.load_model(f"models:/{results['registered_model_name']}/"
                                      f"{results['registered_model_version']}")
     with tempfile.TemporaryDirectory() as folder:  # a picture file, as the project's images were imported
