@@ -142,6 +142,9 @@ def test_test_report_lands_in_the_mlflow_run(trained_multiclass, tmp_path):
                                                           str(tmp_path))).read_text())
     counts = np.array([row[1:] for row in confusion["data"]])
     assert counts.trace() / counts.sum() == pytest.approx(result["test/accuracy"], abs=1e-6)
+    train = data.label_counts["train"]
+    majority = module.labels.index(max(module.labels, key=train.get))
+    assert result["test/majority_accuracy"] == pytest.approx(counts[majority].sum() / counts.sum(), abs=1e-6)
 
 
 def test_unknown_backbone_is_a_config_error():

@@ -81,7 +81,8 @@ def checkpoint_scores(cli_run, paths) -> np.ndarray:
 def test_run_records_metrics_report_and_gate(cli_run):
     client, run, output_dir = cli_run
     assert run.info.status == "FINISHED"
-    assert {"test/accuracy", "test/f1", "test/auroc", "test/auroc_no", "test/auroc_yes", "test/loss"} <= \
+    assert {"test/accuracy", "test/f1", "test/auroc", "test/auroc_no", "test/auroc_yes", "test/loss",
+            "test/majority_accuracy"} <= \
         set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "val/auroc")) == 2  # per epoch
     assert run.data.params["model.network.arch"] == "resnet18"

@@ -134,10 +134,23 @@ class ClassificationModule(L.LightningModule):
         auroc = self._log_metrics("test")["auroc"].reshape(-1)
         curves = self.test_curves.compute()
         self.test_curves.reset()
+        baseline = self.majority_accuracy(curves["confusion"])
+        if baseline is not None:
+            self.log("test/majority_accuracy", baseline)
         if self.trainer.is_global_zero:  # metric states are synchronised already: one report, from rank zero
             report = ClassificationReport(self.labels, self.multilabel, curves["confusion"], curves["roc"], {
                 "precision": curves["precision"], "recall": curves["recall"], "f1": curves["f1"], "auroc": auroc})
             report.log_to(self.trainer.loggers)
+
+    def majority_accuracy(self, confusion: torch.Tensor) -> torch.Tensor | None:
+        """The trivial baseline: test accuracy of always answering the training split's most frequent class
+        (multi-class, when the datamodule counted its classes)."""
+        counts = (getattr(getattr(self.trainer, "datamodule", None), "label_counts", None) or {}).get("train")
+        if self.multilabel or not counts:
+            return None
+        majority = max(range(len(self.labels)), key=lambda i: counts.get(self.labels[i], 0))
+        support = confusion.sum(dim=1).float()
+        return support[majority] / support.sum().clamp(min=1)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -54,8 +54,12 @@ def main(project: str = "Brain Tumor Demo", max_epochs: int = 10, image_size: in
     from datamint_lightning.data.brain_demo import make_brain_slice
 
     mlflow.set_tracking_uri(results["tracking_uri"])  # the store the trainer used (embedded unless configured)
-    model = mlflow.pyfunc.load_model(f"models:/{results['registered_model_name']}/"
-                                     f"{results['registered_model_version']}")
+    if results["registered_model_version"]:
+        model_uri = f"models:/{results['registered_model_name']}/{results['registered_model_version']}"
+    else:  # packaged and verified, but kept out of the registry (below packaging.min_score, or a smoke run)
+        print("not registered:", results["not_registered"])
+        model_uri = results["model_uri"]
+    model = mlflow.pyfunc.load_model(model_uri)
     with tempfile.TemporaryDirectory() as folder:  # a picture file, as the project's images were imported
         Image.fromarray(make_brain_slice(seed=1, lesion=True)).save(f"{folder}/slice.png")
         annotation = model.predict([f"{folder}/slice.png"])[0][0]
