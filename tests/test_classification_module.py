@@ -181,3 +181,22 @@ def test_pretrained_weights_come_from_the_local_cache(tmp_path, monkeypatch):
     assert torch.allclose(state["conv1.weight"], cached["conv1.weight"].sum(dim=1, keepdim=True))  # grey stem
     assert state["fc.weight"].shape == (2, 512)  # the head stays sized for the project's labels
     assert "pretrained" not in module.network_config  # serving rebuilds the architecture, then loads weights
+
+
+def test_multilabel_project_trains_gates_and_registers(multilabel_project, tmp_path):
+    import mlflow
+    from conftest import TINY_CLS_OVERRIDES
+
+    from datamint_lightning.training.classification_trainer import ClassificationTrainer
+
+    trainer = ClassificationTrainer(project=multilabel_project.name, overrides=[
+        *TINY_CLS_OVERRIDES, "trainer.max_epochs=1", "data.split={train: 0.6, val: 0.2, test: 0.2}",
+        f"paths.output_dir={tmp_path}"])
+    results = trainer.fit()
+    assert trainer.task_type == "multilabel_image_classification"
+    assert {"test/auroc_lesion", "test/auroc_wide", "test/f1"} <= set(results["test_results"])
+    client = mlflow.MlflowClient(results["tracking_uri"])
+    run = client.get_run(results["run_id"])
+    assert run.data.tags["registration.gate"] == "passed" and results["registered_model_version"]
+    version = client.get_model_version(results["registered_model_name"], results["registered_model_version"])
+    assert "multilabel_image_classification" in version.description  # the model card
