@@ -59,6 +59,7 @@ def run_task(task) -> dict[str, Any]:
                 log.warning("MLflow store unreachable at the end of training: the model was not packaged or "
                             "registered; checkpoints are in %s.", checkpoint.dirpath)
         results["journal"] = str(run.recorder.journal.path) if run.recorder.pending else None
+        results["tracking_failures"] = list(run.recorder.failures)
     results["run_status"] = run.status
     return results
 
