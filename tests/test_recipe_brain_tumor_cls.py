@@ -26,20 +26,25 @@ def cli_run(tiny_brain_demo, tmp_path_factory):
     import mlflow
 
     output_dir = tmp_path_factory.mktemp("cls_run")
-    result = run_cli("recipe=brain_tumor_cls", *TINY_CLS_OVERRIDES, f"hydra.run.dir={output_dir}")
+    uri = f"sqlite:///{Path(os.environ['DATAMINT_LIGHTNING_HOME']) / 'mlflow.db'}"  # the embedded store
+    result = run_cli("recipe=brain_tumor_cls", *TINY_CLS_OVERRIDES, f"hydra.run.dir={output_dir}",
+                     env={"MLFLOW_TRACKING_URI": uri})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    home = Path(os.environ["DATAMINT_LIGHTNING_HOME"])
-    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")  # the embedded store the CLI chose
+    mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(DEMO)
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs([experiment.experiment_id],
+                              f"tags.output_dir = '{Path(output_dir).resolve()}'")  # this CLI run, not another
+    assert len(runs) == 1, result.stdout[-3000:]
     return client, runs[0], output_dir
 
 
 @pytest.fixture(scope="module")
 def registered(cli_run):
     client, run, output_dir = cli_run
-    version = client.search_model_versions(f"name = '{DEMO}' and run_id = '{run.info.run_id}'")[0]
+    versions = client.search_model_versions(f"name = '{DEMO}' and run_id = '{run.info.run_id}'")
+    assert versions, f"run {run.info.run_id} registered nothing: {run.data.tags.get('registration.skipped')}"
+    version = versions[0]
     return f"models:/{DEMO}/{version.version}", version
 
 
