@@ -37,3 +37,7 @@ class NonFiniteLossError(TrainingError):
     """The training loss or gradients became NaN or infinite; the weights can no longer be trusted."""
 
     corrupts_weights = True  # MLflowModelCheckpoint does not make such weights the resume point
+
+
+class InputTooLarge(DataError):
+    """An input exceeds a configured size limit (see ``data/limits.py``); REST answers it with HTTP 413."""

@@ -1,4 +1,5 @@
-"""Running ``mlflow models serve`` for REST tests: a real server on 127.0.0.1, bounded waits, always killed."""
+"""Real MLflow servers for tests (``mlflow models serve``, ``mlflow server``) on 127.0.0.1: bounded waits,
+always killed."""
 
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_model(model_uri: str, tracking_uri: str, log_path: Path) -> Iterator[str]:
-    """``mlflow models serve -m <model_uri> --env-manager local`` with one worker; yields its base URL."""
+def serve_model(model_uri: str, tracking_uri: str, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``mlflow models serve -m <model_uri> --env-manager local`` with one worker (``env``: variables to add);
+    yields its base URL."""
     port = free_port()
     # The venv's bin/ must be on PATH: the scoring server is started through ``uvicorn``.
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, **(env or {}),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     log = open(log_path, "w")
     process = subprocess.Popen(
@@ -59,6 +61,40 @@ def serve_model(model_uri: str, tracking_uri: str, log_path: Path) -> Iterator[s
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+class MlflowServer:
+    """``mlflow server`` (sqlite, proxied artifacts) in its own process group; ``stop``/``start`` keep the same
+    store and port."""
+
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
+                   "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts"]
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+        self.process = subprocess.Popen(command, env=env, stdout=(self.root / "server.log").open("a"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("mlflow server exited: " + (self.root / "server.log").read_text()[-3000:])
+            try:
+                if requests.get(f"{self.uri}/health", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"mlflow server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the server and its worker only
+            self.process.wait(timeout=30)
 
 
 @contextlib.contextmanager

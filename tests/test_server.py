@@ -3,62 +3,17 @@ server that disappears mid-training and comes back (records replayed at the end 
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import lightning as L
 import mlflow
 import pytest
-import requests
 from conftest import TINY_OVERRIDES
+from serving_helpers import MlflowServer
 
 from datamint_lightning.training.segmentation_trainer import UNetPPTrainer
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class MlflowServer:
-    """``mlflow server`` in its own process group; ``stop``/``start`` keep the same store and port."""
-
-    def __init__(self, root: Path):
-        self.root, self.port = root, _free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 90) -> None:
-        command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--workers", "1", "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}",
-                   "--artifacts-destination", str(self.root / "artifacts"), "--serve-artifacts"]
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-        self.process = subprocess.Popen(command, env=env, stdout=(self.root / "server.log").open("a"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("mlflow server exited: " + (self.root / "server.log").read_text()[-3000:])
-            try:
-                if requests.get(f"{self.uri}/health", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"mlflow server did not answer within {timeout} s")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the server and its worker only
-            self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamint_lightning.data.projects import Project, ProjectStore
+from datamint_lightning.data.projects import Project, ProjectExistsError, ProjectStore
 
 BRAIN_DEMO_NAME = "Brain Tumor Demo"
 BRAIN_DEMO_IMAGES = 120
@@ -96,5 +96,8 @@ def ensure_brain_demo_project(store: ProjectStore, images: int = BRAIN_DEMO_IMAG
     if store.exists(BRAIN_DEMO_NAME):
         return store.open(BRAIN_DEMO_NAME)
     with tempfile.TemporaryDirectory() as folder:
-        return import_class_folders(write_brain_folders(folder, images), BRAIN_DEMO_NAME, store=store,
-                                    modality="MR")
+        try:
+            return import_class_folders(write_brain_folders(folder, images), BRAIN_DEMO_NAME, store=store,
+                                        modality="MR")
+        except ProjectExistsError:  # another process created it meanwhile, from the same seeds
+            return store.open(BRAIN_DEMO_NAME)

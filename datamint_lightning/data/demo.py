@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from datamint_lightning.data.brain_demo import BRAIN_DEMO_NAME, ensure_brain_demo_project
 from datamint_lightning.data.phantom import LABELS, make_phantom
-from datamint_lightning.data.projects import Project, ProjectStore, Resource
+from datamint_lightning.data.projects import Project, ProjectExistsError, ProjectStore, Resource
 from datamint_lightning.data.volumes import nifti_bytes
 
 DEMO_PROJECT_NAME = "Liver CT Demo"
@@ -27,7 +27,11 @@ def ensure_demo(store: ProjectStore, name: str) -> Project:
 
 def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS,
                         shape: tuple[int, int, int] = (40, 128, 128)) -> Project:
-    """Create the deterministic demo project in ``store`` unless it is already there (smaller for tests)."""
+    """Create the deterministic demo project in ``store`` unless it is already there (smaller for tests).
+
+    Safe when several processes call it at once (first use in parallel jobs): the store's atomic rename lets one
+    of them create the project and the others open it.
+    """
     if store.exists(DEMO_PROJECT_NAME):
         return store.open(DEMO_PROJECT_NAME)
     resources, files = [], {}
@@ -39,7 +43,10 @@ def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS,
         files[label] = nifti_bytes(phantom.label, phantom.spacing)
         resources.append(Resource(id=f"{patient}-CT", patient_id=patient, modality="CT", kind="volume",
                                   image=image, label=label, spacing=phantom.spacing))
-    return store.create(DEMO_PROJECT_NAME, labels=dict(LABELS), resources=resources, files=files)
+    try:
+        return store.create(DEMO_PROJECT_NAME, labels=dict(LABELS), resources=resources, files=files)
+    except ProjectExistsError:  # another process created it meanwhile, from the same seeds
+        return store.open(DEMO_PROJECT_NAME)
 
 
 # name -> builder(store) of every built-in demo project.

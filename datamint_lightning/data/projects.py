@@ -2,15 +2,19 @@
 
 A project is a folder ``<store>/<slug>/`` holding ``project.json`` (names, labels, resources) and the files it
 lists. Writes go to a temporary folder first and are renamed into place, so a failed import never leaves a
-half-written project behind.
+half-written project behind. The staging folder is named after its host and process, so that a store opened
+after an import was killed removes what it left (see ``ProjectStore.sweep``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +25,14 @@ from datamint_lightning.paths import home_dir
 
 PROJECT_FILE = "project.json"
 TASKS = ("segmentation", "classification", "multilabel_classification")
+STAGING_PREFIX = ".staging-"
+# A staging folder whose process cannot be checked (another host, or a name without a pid) is left alone until
+# it is this old: no import of this package runs that long, and removing a live import's files would break it.
+STALE_STAGING_S = 24 * 3600
+
+
+class ProjectExistsError(DataError):
+    """A new project's name is already taken in the store."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,19 @@ class ProjectStore:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root).expanduser().resolve() if root else home_dir() / "projects"
+        self.sweep()
+
+    def sweep(self) -> list[Path]:
+        """Remove what interrupted writes left: staging folders of dead processes and half-deleted projects."""
+        if not self.root.is_dir():
+            return []
+        removed = []
+        for folder in self.root.iterdir():
+            if folder.name.startswith(".deleting-") or (folder.name.startswith(STAGING_PREFIX)
+                                                        and _staging_is_stale(folder)):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
 
     def names(self) -> list[str]:
         return sorted(row["name"] for row in self.list_projects() if "error" not in row)
@@ -102,7 +127,8 @@ class ProjectStore:
         """A staging folder for a new project: files are written there and appear only on ``commit``."""
         self._check_new_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
-        return ProjectDraft(self, name, Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root)))
+        owner = f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+        return ProjectDraft(self, name, Path(tempfile.mkdtemp(prefix=owner, dir=self.root)))
 
     def delete(self, name_or_id: str) -> Project:
         """Remove a project; it is renamed away first, so it vanishes at once even if removal is interrupted."""
@@ -133,11 +159,11 @@ class ProjectStore:
 
     def _check_new_name(self, name: str) -> None:
         if self._find(name) is not None:
-            raise DataError(f"A project named {name!r} already exists in {self.root}; delete it or choose "
-                            "another name.")
+            raise ProjectExistsError(f"A project named {name!r} already exists in {self.root}; delete it or "
+                                     "choose another name.")
         if (self.root / slugify(name)).exists():
-            raise DataError(f"Project name {name!r} maps to folder {self.root / slugify(name)}, which is already "
-                            "taken; choose another name.")
+            raise ProjectExistsError(f"Project name {name!r} maps to folder {self.root / slugify(name)}, which is "
+                                     "already taken; choose another name.")
 
     def _project_files(self) -> list[Path]:
         if not self.root.is_dir():
@@ -161,6 +187,25 @@ class ProjectStore:
             return json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise DataError(f"Project file {path} is unreadable: {error}") from error
+
+
+def _staging_is_stale(folder: Path) -> bool:
+    """Whether the process that made staging folder ``folder`` (``.staging-<host>-<pid>-<random>``) is gone."""
+    match = re.fullmatch(re.escape(STAGING_PREFIX) + r"(.+)-(\d+)-[^-]+", folder.name)
+    if match and match.group(1) == socket.gethostname():
+        pid = int(match.group(2))
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            pass
+    try:
+        return time.time() - folder.stat().st_mtime > STALE_STAGING_S
+    except OSError:
+        return False
 
 
 def _load(path: Path) -> Project:
@@ -216,6 +261,9 @@ class ProjectDraft:
         try:
             self.staging.rename(final)  # atomic; fails rather than merging into an existing folder
         except OSError as error:
+            if self.store.exists(self.name):  # taken between the check and the rename
+                raise ProjectExistsError(f"A project named {self.name!r} already exists in {self.store.root}; "
+                                         "delete it or choose another name.") from error
             raise DataError(f"Cannot store project {self.name!r} at {final}: {error}") from error
         return _load(final / PROJECT_FILE)
 

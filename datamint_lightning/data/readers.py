@@ -1,20 +1,26 @@
 """Readers for clinical file formats, shared by the importers and the serving layer.
 
 Every reader returns arrays in the package's display orientation (see ``volumes.py``) and raises ``DataError``
-naming the file and the problem; pydicom, nrrd and Pillow are imported lazily.
+naming the file and the problem; pydicom, nrrd and Pillow are imported lazily. ``nrrd_volume`` and
+``dicom_series_volume`` also return the file's ``VoxelGrid``: the record of that reorientation, which maps
+results back onto the file's own array.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datamint_lightning.data.volumes import Spacing, to_display
-from datamint_lightning.errors import DataError
+from datamint_lightning.data.limits import check_pixels, check_voxels, limit
+from datamint_lightning.data.volumes import Spacing, VoxelGrid
+from datamint_lightning.errors import DataError, DatamintLightningError, InputTooLarge
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
@@ -61,8 +67,16 @@ def _floats(dataset, keyword: str, path: Path | str, count: int) -> np.ndarray:
     return np.array([float(v) for v in value])
 
 
+def check_dicom_size(dataset, path: Path | str) -> None:
+    """Rows x Columns (x NumberOfFrames) within the size limits, checked before the pixel data is decoded."""
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    check_pixels(int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0), f"DICOM file {path}",
+                 frames)
+
+
 def dicom_pixels(dataset, path: Path | str) -> np.ndarray:
     """Pixel data in modality units (rescale slope and intercept applied), float32."""
+    check_dicom_size(dataset, path)
     try:
         pixels = dataset.pixel_array
     except Exception as error:  # missing decoder plugins, truncated pixel data, ...
@@ -98,10 +112,15 @@ class DicomSeries:
 
     def to_display(self, volume_krc: np.ndarray) -> tuple[np.ndarray, Spacing]:
         """This series' array, or a label map on its grid, in display orientation."""
+        grid = self.grid()
+        return grid.to_display(volume_krc), grid.display_spacing
+
+    def grid(self) -> VoxelGrid:
+        """The (slice, row, column) grid of this series: index -> RAS mm, slices in ``sop_uids`` order."""
         affine = np.eye(4)
-        affine[:3, :3], affine[:3, 3] = self.axes(), self.origin
+        affine[:3, :3], affine[:3, 3] = self.axes()[:, ::-1], self.origin  # columns step (k, r, c)
         affine[:2] *= -1  # LPS -> RAS
-        return to_display(volume_krc.transpose(2, 1, 0), affine)
+        return VoxelGrid.from_affine(self.array.shape, affine, "DICOM (slice, row, column)", self.sop_uids)
 
 
 def _order_slices(headers: list[tuple[Path, Any]], label: str) -> tuple[list[tuple[Path, Any]], float, np.ndarray]:
@@ -144,6 +163,8 @@ def load_dicom_series(files: list[Path], label: str | None = None) -> DicomSerie
         raise DataError(f"DICOM file {files[0]} is a multi-frame (enhanced) image; only single-frame series are "
                         "supported by this reader.")
     headers, step, normal = _order_slices(headers, label)
+    check_voxels((len(headers), int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)),
+                 f"DICOM series {label}")
     slices = []
     for path, _ in headers:
         pixels = dicom_pixels(read_dicom(path), path)
@@ -192,6 +213,12 @@ def group_dicom_series(paths: list[Path]) -> tuple[dict[str, list[Path]], dict[s
 
 def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
     """A folder of one DICOM series as (display array (z, y, x) float32 in modality units, spacing, metadata)."""
+    return dicom_series_volume(folder, series_uid)[:3]
+
+
+def dicom_series_volume(folder: str | Path, series_uid: str | None = None
+                        ) -> tuple[np.ndarray, Spacing, dict[str, Any], VoxelGrid]:
+    """``read_dicom_series`` plus the series' own voxel grid (to map results back to its slices)."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
     series, _, bad = group_dicom_series(files)
@@ -204,9 +231,9 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> tupl
         raise DataError(f"{folder} holds {len(series)} DICOM series ({', '.join(sorted(series))}); "
                         "pass series_uid to pick one.")
     loaded = load_dicom_series(next(iter(series.values())))
-    display, spacing = loaded.to_display(loaded.array)
+    grid = loaded.grid()
     metadata = {**loaded.metadata, "sha256": sha256_file(*loaded.files)}
-    return display.astype(np.float32, copy=False), spacing, metadata
+    return grid.to_display(loaded.array).astype(np.float32, copy=False), grid.display_spacing, metadata, grid
 
 
 # --------------------------------------------------------------------------------------------------- NRRD
@@ -219,10 +246,19 @@ _SPACE_ALIASES = {"ras": "right-anterior-superior", "las": "left-anterior-superi
 
 def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
     """An NRRD volume as (display array (z, y, x), spacing, metadata); Slicer segment names are kept."""
+    return nrrd_volume(path)[:3]
+
+
+def nrrd_volume(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any], VoxelGrid]:
+    """``read_nrrd`` plus the file's own voxel grid (pynrrd's default (i, j, k) index order)."""
     import nrrd
 
     try:
+        header = nrrd.read_header(str(path))
+        _check_nrrd_size(Path(path), header)
         data, header = nrrd.read(str(path))
+    except DatamintLightningError:
+        raise
     except Exception as error:
         raise DataError(f"Cannot read NRRD file {path}: {error}") from error
     directions = header.get("space directions")
@@ -245,7 +281,8 @@ def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
     affine = np.eye(4)
     affine[:3, :3] = (directions[spatial] * signs).T
     affine[:3, 3] = np.asarray(header.get("space origin", np.zeros(3)), float) * signs
-    display, spacing = to_display(data, affine)
+    grid = VoxelGrid.from_affine(data.shape, affine, "pynrrd (i, j, k), index_order='F'")
+    display, spacing = grid.to_display(data), grid.display_spacing
     segments = {}
     for key, value in header.items():  # Slicer .seg.nrrd: Segment<N>_Name / Segment<N>_LabelValue
         if key.startswith("Segment") and key.endswith("_Name"):
@@ -255,7 +292,35 @@ def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
                 "original_spacing": list(spacing)}
     if segments:
         metadata["segments"] = segments
-    return display, spacing, metadata
+    return display, spacing, metadata, grid
+
+
+_COMPRESSED_NRRD = {"gzip": "gzip", "gz": "gzip", "bzip2": "bz2", "bz2": "bz2"}
+
+
+def _check_nrrd_size(path: Path, header: dict[str, Any]) -> None:
+    """The header's sizes within the limits and, for compressed data, a decompressed stream no longer than
+    they declare (pynrrd decompresses the whole stream before comparing: a bomb would fill memory first)."""
+    import nrrd
+
+    sizes = [int(s) for s in np.atleast_1d(header.get("sizes", []))]
+    itemsize = np.dtype(nrrd.reader._determine_datatype(header)).itemsize
+    check_voxels(sizes, f"NRRD file {path}", max(itemsize, 4))
+    codec = _COMPRESSED_NRRD.get(str(header.get("encoding", "raw")).lower())
+    if codec is None:
+        return
+    declared = int(np.prod(sizes)) * itemsize + max(int(header.get("byte skip", 0)), 0)
+    detached = header.get("data file") or header.get("datafile")
+    with open(path.parent / detached if detached else path, "rb") as raw:
+        if not detached:
+            nrrd.read_header(raw)  # leaves ``raw`` at the first data byte
+        stream = gzip.GzipFile(fileobj=raw) if codec == "gzip" else bz2.BZ2File(raw)
+        total = 0
+        while block := stream.read(1 << 20):
+            total += len(block)
+            if total > declared:
+                raise InputTooLarge(f"NRRD file {path} decompresses to more than the {declared:,} bytes its "
+                                    f"header declares (sizes {sizes}).")
 
 
 # --------------------------------------------------------------------------------------------------- 2D images
@@ -313,15 +378,31 @@ def dicom_image(dataset, path: Path | str) -> Image2D:
     return Image2D(pixels, False, (float(spacing[0]), float(spacing[1])), metadata)
 
 
+def _open_pillow(path: Path):
+    """``Image.open`` (header only) with PIL's decompression-bomb bound set to ours while it runs."""
+    from PIL import Image
+
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit("DATAMINT_MAX_PIXELS")
+    try:
+        with warnings.catch_warnings():  # over our limit is refused below with a clear error, not a warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as error:  # not an OSError: it would escape as a traceback
+        raise InputTooLarge(f"Image file {path}: {error} (DATAMINT_MAX_PIXELS)") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def _read_pillow(path: Path, mask: bool) -> Image2D:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.load()
+        with _open_pillow(path) as image:
             frames, mode = getattr(image, "n_frames", 1), image.mode
             if frames > 1:
                 raise DataError(f"Image file {path} has {frames} frames; expected a single 2D image.")
+            check_pixels(image.width, image.height, f"Image file {path}")  # before decoding a single pixel
+            image.load()
             if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 array, display = np.asarray(image).astype(np.float32), False
             elif mask and mode in ("P", "L", "1"):
@@ -334,7 +415,7 @@ def _read_pillow(path: Path, mask: bool) -> Image2D:
                 array, display = rgb[..., 0].astype(np.uint8), True
             else:
                 array, display = np.asarray(image.convert("L")), True
-    except DataError:
+    except DatamintLightningError:
         raise
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DataError(f"Cannot read image file {path}: {error}") from error

@@ -8,8 +8,10 @@ Weights and network config are artifacts; the python model is saved as code that
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -133,11 +135,27 @@ def log_model(python_model: type, artifacts: dict[str, str], annotation_specs: l
                      validate_serving_input=False, **kwargs)
 
 
-def load_model(model_uri: str, device: str | None = None):
+def load_model(model_uri: str, device: str | None = None, dst_path: str | Path | None = None):
     """Load a Datamint model as pyfunc; ``device`` (``"cpu"``, ``"cuda:1"``) is where its networks run.
 
     The device reaches the model as its ``device`` config key, overriding ``MLFLOW_DEFAULT_PREDICTION_DEVICE``.
+    ``dst_path``: where a remote model is downloaded (default: a new folder in the system temp folder that
+    MLflow never removes; use ``reloaded_model`` for a load that cleans up).
     """
     import mlflow.pyfunc
 
-    return mlflow.pyfunc.load_model(model_uri, model_config={"device": device} if device else None)
+    return mlflow.pyfunc.load_model(model_uri, model_config={"device": device} if device else None,
+                                    dst_path=None if dst_path is None else str(dst_path))
+
+
+@contextlib.contextmanager
+def reloaded_model(model_uri: str, device: str | None = None) -> Iterator[Any]:
+    """The model loaded for a check and its downloaded files removed afterwards.
+
+    ``mlflow.pyfunc.load_model`` downloads a model held by a remote store (``mlflow server``) into
+    ``tempfile.mkdtemp()`` and never deletes it: a copy of the whole package left behind per load.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="datamint-reload-") as folder:
+        yield load_model(model_uri, device=device, dst_path=folder)

@@ -7,17 +7,19 @@ answer JSON-friendly. It must not be overridden.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, ClassVar
 
 import mlflow.pyfunc
 
-from datamint_lightning.errors import DataError, PredictionError
+from datamint_lightning.errors import DataError, InputTooLarge, PredictionError
 from datamint_lightning.serving.enums import PredictionMode, TaskType
 from datamint_lightning.serving.modes import ModeHandler, ModeNotApplicable, discover_handlers, handler_params
 
 DEVICE_ENV = "MLFLOW_DEFAULT_PREDICTION_DEVICE"
 ROUTER_PARAMS = ("mode", "mask_format")  # consumed by ``predict`` itself, never by handlers
+log = logging.getLogger(__name__)
 
 
 def inference_device(explicit: str | None = None) -> str:
@@ -74,7 +76,8 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[list[dict[str, Any]]]:
         from datamint_lightning.serving.encoding import jsonable, resolve_mask_format
-        from datamint_lightning.serving.request_error import InvalidRequest
+        from datamint_lightning.serving.path_policy import serving_requests
+        from datamint_lightning.serving.request_error import InvalidRequest, ServerFailure
 
         try:
             # MLflow fills params missing from a request with the signature's defaults (None): drop those.
@@ -85,12 +88,21 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
             if mode == PredictionMode.DEFAULT.value:
                 mode = self.default_mode(inputs)
             results = self._run(mode, inputs, params)
+            if not isinstance(results, list) or len(results) != len(inputs):
+                raise RuntimeError(f"{type(self).__name__}.{mode} returned {type(results).__name__} of "
+                                   f"{len(results) if isinstance(results, list) else '?'} items for "
+                                   f"{len(inputs)} inputs.")
+            return jsonable(results, mask_format)
+        except InputTooLarge as error:
+            raise InvalidRequest(str(error), status=413) from error
         except (PredictionError, DataError) as error:
             raise InvalidRequest(str(error)) from error
-        if not isinstance(results, list) or len(results) != len(inputs):
-            raise RuntimeError(f"{type(self).__name__}.{mode} returned {type(results).__name__} of "
-                               f"{len(results) if isinstance(results, list) else '?'} items for {len(inputs)} inputs.")
-        return jsonable(results, mask_format)
+        except Exception as error:
+            if not serving_requests():
+                raise
+            # A client must not see a stack trace or server paths (MLflow would send both): log them here.
+            log.exception("Prediction failed")
+            raise ServerFailure() from error
 
     def _requested_mode(self, mode: Any) -> str:
         mode = str(getattr(mode, "value", mode) or PredictionMode.DEFAULT.value)
@@ -115,10 +127,12 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
     def decode_inputs(self, model_input: Any) -> list[Any]:
         """A list of ``ImageInput``/``VolumeInput`` from a list of items or a single item (see ``inputs.py``)."""
         from datamint_lightning.serving.decode import load_input, split_items
+        from datamint_lightning.serving.rest import check_request_size
 
         items = split_items(model_input)
         if not items:
             raise PredictionError("The input is empty; pass a list of file paths, arrays or input dicts.")
+        check_request_size(items)  # before decoding any of them
         return [load_input(item, index) for index, item in enumerate(items)]
 
     def default_mode(self, inputs: list[Any]) -> str:

@@ -3,11 +3,15 @@
 Linked models are other MLflow models named by URI (``models:/name@alias``, ``runs:/...``), loaded in
 ``load_context`` (PyTorch-flavored ones as ``torch.nn.Module``, others as pyfunc), or ``torch.nn.Module`` objects
 passed directly (in-process use). ``load_context`` moves every torch module the model holds to the inference device.
+A linked model held by a remote store is downloaded into a folder owned by the loading model, removed with it
+(MLflow's own download folder would stay in the system temp folder for good).
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from datamint_lightning.errors import PackagingError
@@ -23,11 +27,19 @@ def _is_module(value: Any) -> bool:
     return isinstance(value, torch.nn.Module)
 
 
-def load_linked_model(uri: str, device: str) -> Any:
-    """A linked MLflow model: a ``torch.nn.Module`` for the ``pytorch`` flavor, else a pyfunc model on ``device``."""
+def load_linked_model(uri: str, device: str, folder: str | Path | None = None) -> Any:
+    """A linked MLflow model: a ``torch.nn.Module`` for the ``pytorch`` flavor, else a pyfunc model on ``device``.
+
+    ``folder``: where to download it first (then MLflow loads it from there rather than from its own temp copy).
+    """
     from mlflow.models import Model
 
     try:
+        if folder is not None:
+            import mlflow.artifacts
+
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            uri = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder))
         flavors = Model.load(uri).flavors
         if "pytorch" in flavors:
             import mlflow.pytorch
@@ -77,9 +89,11 @@ class DatamintModel(BaseDatamintModel):
                            self.device)
         for name, uri in dict(config.get("linked_models") or {}).items():
             self.linked_models.setdefault(name, uri)
-        for name, value in list(self.linked_models.items()):
-            if isinstance(value, str):
-                self.linked_models[name] = load_linked_model(value, self.device)
+        uris = {name: value for name, value in self.linked_models.items() if isinstance(value, str)}
+        if uris:  # removed when this model is garbage-collected, or at exit
+            self._downloads = tempfile.TemporaryDirectory(prefix="datamint-linked-")
+        for index, (name, uri) in enumerate(uris.items()):
+            self.linked_models[name] = load_linked_model(uri, self.device, Path(self._downloads.name) / str(index))
         self.load_artifacts(context)
         self.to_device()
 

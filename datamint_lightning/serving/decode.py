@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from datamint_lightning.errors import PredictionError
-from datamint_lightning.serving.inputs import ImageInput, VolumeInput, from_array, load_path, load_resource
-from datamint_lightning.serving.rest import load_request_item
+from datamint_lightning.serving.inputs import ImageInput, VolumeInput, from_array, load_resource
+from datamint_lightning.serving.rest import load_request_item, load_server_path
 
 
 def split_items(model_input: Any) -> list[Any]:
@@ -30,8 +30,8 @@ def load_input(item: Any, index: int = 0) -> ImageInput | VolumeInput:
     """One prediction input, or a ``PredictionError`` naming the input and what was expected."""
     if isinstance(item, np.ndarray) and item.ndim == 0:  # JSON scalars arrive as 0-d arrays from MLflow
         item = item.item()
-    if isinstance(item, (str, Path)):
-        return load_path(Path(item))
+    if isinstance(item, (str, Path)):  # confined like {"path": ...} when serving (see path_policy.py)
+        return load_server_path(item, f"input[{index}]")
     if isinstance(item, dict):
         return load_request_item(item, index)
     if type(item).__name__ == "Resource" and hasattr(item, "image"):

@@ -1,22 +1,44 @@
-"""``InvalidRequest``: a bad prediction request, answered with HTTP 400 and its own message when served."""
+"""``InvalidRequest``: a bad prediction request, answered with HTTP 400 (413 when too large) and its own message
+when served; ``ServerFailure``: anything else, answered 500 without the stack trace MLflow would attach."""
 
 from __future__ import annotations
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 from datamint_lightning.errors import PredictionError
 
 
 class InvalidRequest(PredictionError, MlflowException):
-    """A ``PredictionError`` that MLflow's scoring server maps to HTTP 400 (any other error would become a
-    generic "unexpected error" message with the real one buried in a stack trace)."""
+    """A ``PredictionError`` that MLflow's scoring server maps to HTTP 400, or to ``status`` (any other error
+    would become a generic "unexpected error" message with the real one buried in a stack trace)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, status: int = 400):
         MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
+        self.status = status
+
+    def get_http_status_code(self) -> int:  # what the scoring server answers
+        return self.status
 
     # The scoring server rewrites ``message`` to "Failed to predict data '<the whole request>'. Error: ...",
     # which for a base64 volume is megabytes of echo; keep the first message, which says what to fix.
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
+
+class ServerFailure(MlflowException):
+    """An unexpected error while serving: HTTP 500 with a fixed message (the details go to the server log)."""
+
+    def __init__(self):
+        MlflowException.__init__(self, "The model failed on this request; the details are in the server log.",
+                                 error_code=INTERNAL_ERROR)
+
     @property
     def message(self) -> str:
         return self._message

@@ -8,27 +8,36 @@ Body: ``{"inputs": [<item>, ...], "params": {"mode": "slice", "slice_index": 3, 
 - ``{"array": [[...]], "spacing": [z, y, x]}``: nested lists, (H, W) image or (Z, H, W) volume, modality units.
 - ``{"array_b64": "<base64 raw little-endian>", "dtype": "int16", "shape": [Z, H, W], "spacing": [...]}``: the
   compact array form for volumes.
-- ``{"path": "case01/ct.nii.gz"}``: a file on the server, relative to ``$DATAMINT_SERVING_PATH_ROOT``. Off unless
-  that variable names a folder, since any HTTP client could otherwise make the server read any of its files.
+- ``{"path": "case01/ct.nii.gz"}`` (or a plain string): a file on the server, relative to
+  ``$DATAMINT_SERVING_PATH_ROOT``. Off unless that variable names a folder, since any HTTP client could otherwise
+  make the server read any of its files (see ``path_policy.py``).
 
 Any item may add ``"spacing"`` (volumes) and ``"primary_slice"`` (an index, for mode ``primary_slice``).
 Masks in the answer are run-length encoded when served (see ``encoding.py``; ``mask_format`` overrides).
+Sizes are bounded (``data/limits.py``): the inline bytes of a request, a zip's members and unzipped bytes, and
+every decoded image or volume; over a limit the answer is HTTP 413. Files a request writes live in one temporary
+folder, removed when the item is decoded or fails.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import os
+import contextlib
 import tempfile
 import zipfile
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from datamint_lightning.errors import PredictionError
+from datamint_lightning.data.limits import check, limit
+from datamint_lightning.errors import DataError, InputTooLarge, PredictionError
 from datamint_lightning.serving.inputs import ImageInput, VolumeInput, check_spacing, from_array, load_path
+from datamint_lightning.serving.path_policy import (PATH_ROOT_ENV, allowed_path, hide_folder, input_root,
+                                                     serving_requests)
 
 MIME_SUFFIXES = {
     "image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/tiff": ".tif", "image/bmp": ".bmp",
@@ -37,7 +46,6 @@ MIME_SUFFIXES = {
 }
 ARRAY_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64")
 ITEM_KEYS = ("data", "array", "array_b64", "path")
-PATH_ROOT_ENV = "DATAMINT_SERVING_PATH_ROOT"
 
 
 def _plain(value: Any) -> Any:
@@ -57,24 +65,44 @@ def load_request_item(item: dict[str, Any], index: int) -> ImageInput | VolumeIn
     if kind == "data":
         loaded = _from_bytes(_b64(item["data"], f"{source}.data"), item.get("mime_type"), source)
     elif kind == "array":
-        loaded = from_array(np.asarray(item["array"]), f"{source}.array", item.get("spacing"))
+        loaded = from_array(_numbers(item["array"], f"{source}.array"), f"{source}.array", item.get("spacing"))
     elif kind == "array_b64":
         loaded = from_array(_raw_array(item, source), f"{source}.array_b64", item.get("spacing"))
     else:
-        loaded = load_path(_server_path(str(item["path"]), source))
+        loaded = load_server_path(item["path"], source, served=True)
     return _with_hints(loaded, item, source)
 
 
-def _server_path(value: str, source: str) -> Path:
-    root = os.environ.get(PATH_ROOT_ENV)
-    if not root:
-        raise PredictionError(f"{source}: 'path' inputs are disabled; send the file as 'data' (base64) or set "
-                              f"{PATH_ROOT_ENV} to the folder the server may read inputs from.")
-    base = Path(root).resolve()
-    path = (base / value).resolve()
-    if not path.is_relative_to(base):
-        raise PredictionError(f"{source}: path {value!r} is outside {PATH_ROOT_ENV}.")
-    return path
+def load_server_path(value: Any, source: str, served: bool | None = None) -> ImageInput | VolumeInput:
+    """A path input under the one confinement rule of ``path_policy``; messages never show the server folder."""
+    served = serving_requests() if served is None else served
+    path = allowed_path(value if isinstance(value, Path) else str(value), source, served)
+    if not served:  # in-process use: the caller's own files, named as the caller named them
+        return load_path(path)
+    with relabeled(input_root(), ""):
+        return load_path(path)
+
+
+def check_request_size(items: list[Any]) -> None:
+    """The inline bytes of all request dicts within ``DATAMINT_MAX_REQUEST_BYTES``, before any is decoded."""
+    total = 0
+    for index, item in enumerate(items):
+        if isinstance(item, dict):
+            for key in ("data", "array_b64"):
+                text = _plain(item.get(key))
+                total += len(text) * 3 // 4 if isinstance(text, (str, bytes)) else 0
+            if "array" in item:
+                total += _numbers(item["array"], f"input[{index}].array").size * 4  # as float32
+    check("DATAMINT_MAX_REQUEST_BYTES", total, "The request's inline data in bytes")
+
+
+@contextlib.contextmanager
+def relabeled(folder: Path, label: str) -> Iterator[None]:
+    """Errors raised inside name ``label`` instead of the server folder ``folder``."""
+    try:
+        yield
+    except (DataError, PredictionError) as error:
+        raise type(error)(hide_folder(str(error), folder, label)) from None
 
 
 def _with_hints(loaded: ImageInput | VolumeInput, item: dict[str, Any], source: str) -> ImageInput | VolumeInput:
@@ -82,7 +110,16 @@ def _with_hints(loaded: ImageInput | VolumeInput, item: dict[str, Any], source: 
         return loaded
     spacing = check_spacing(item.get("spacing"), source) or loaded.spacing
     primary = item.get("primary_slice")
-    return VolumeInput(loaded.array, spacing, loaded.source, None if primary is None else int(primary))
+    if primary is not None and not (isinstance(primary, (int, np.integer)) and not isinstance(primary, bool)):
+        raise PredictionError(f"{source}.primary_slice={primary!r} must be a slice index (an integer).")
+    return replace(loaded, spacing=spacing, primary_slice=None if primary is None else int(primary))
+
+
+def _numbers(value: Any, name: str) -> np.ndarray:
+    try:
+        return np.asarray(_plain(value))
+    except (ValueError, TypeError) as error:  # ragged nested lists
+        raise PredictionError(f"{name} is not a rectangular array of numbers: {error}") from None
 
 
 def _b64(text: Any, name: str) -> bytes:
@@ -112,22 +149,39 @@ def _from_bytes(data: bytes, mime_type: Any, source: str) -> ImageInput | Volume
         raise PredictionError(f"{source}.mime_type={mime_type!r} is not one of {sorted(MIME_SUFFIXES)}.")
     if suffix == ".nii" and data[:2] == b"\x1f\x8b":
         suffix = ".nii.gz"
-    with tempfile.TemporaryDirectory(prefix="datamint-input-") as folder:
+    with tempfile.TemporaryDirectory(prefix="datamint-input-") as folder, relabeled(Path(folder), f"{source}.data"):
         path = Path(folder) / f"input{suffix}"
         path.write_bytes(data)
+        del data
         if suffix == ".zip":
             path = _unzip(path, Path(folder) / "series", source)
         loaded = load_path(path)
-    return type(loaded)(**{**loaded.__dict__, "source": f"{source} ({mime_type})"})
+    return replace(loaded, source=f"{source} ({mime_type})")
 
 
 def _unzip(archive: Path, target: Path, source: str) -> Path:
+    """Extract ``archive``, refusing unsafe names and streaming with a byte budget (declared sizes can lie)."""
+    budget = limit("DATAMINT_MAX_DECOMPRESSED_BYTES")
     try:
         with zipfile.ZipFile(archive) as bundle:
-            for member in bundle.namelist():  # refuse paths escaping the folder
-                if Path(member).is_absolute() or ".." in Path(member).parts:
-                    raise PredictionError(f"{source}: zip member {member!r} has an unsafe path.")
-            bundle.extractall(target)
-    except zipfile.BadZipFile as error:
-        raise PredictionError(f"{source}.data is not a valid zip archive: {error}") from error
+            members = [m for m in bundle.infolist() if not m.is_dir()]
+            check("DATAMINT_MAX_ARCHIVE_MEMBERS", len(members), f"{source}: the zip's member count")
+            check("DATAMINT_MAX_DECOMPRESSED_BYTES", sum(m.file_size for m in members),
+                  f"{source}: the zip's unzipped size in bytes")
+            for member in members:
+                parts = PurePosixPath(member.filename.replace("\\", "/")).parts
+                if not parts or member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+                    raise PredictionError(f"{source}: zip member {member.filename!r} has an unsafe path.")
+                destination = target.joinpath(*parts)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with bundle.open(member) as stream, open(destination, "wb") as out:
+                    while block := stream.read(1 << 20):
+                        budget -= len(block)
+                        if budget < 0:
+                            raise InputTooLarge(f"{source}: the zip unzips to more than "
+                                                f"{limit('DATAMINT_MAX_DECOMPRESSED_BYTES'):,} bytes "
+                                                "(DATAMINT_MAX_DECOMPRESSED_BYTES).")
+                        out.write(block)
+    except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as error:  # corrupt, encrypted, ...
+        raise PredictionError(f"{source}.data is not a readable zip archive: {error}") from None
     return target

@@ -2,7 +2,10 @@
 
 Line one is a header (run id, redacted tracking URI); each further line is one record: ``metrics``, ``tags``,
 ``artifact`` (a local file to upload), ``delete_artifact`` or ``terminate``. Replaying sends them in order and
-rewrites the journal with what is still unsent, so a replay interrupted half way can be run again.
+appends a ``sent`` line after each one it sent, so a replay killed half way, or run again on the same file
+(even on the ``*.replayed-*`` copy), sends only what was not sent yet. The file is only ever appended to: a
+crash can cut its last line, and an unreadable line is reported and skipped rather than stopping the replay.
+A ``terminate`` never moves a run's end back: it is skipped when the run already ended at that time or later.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from datamint_lightning.errors import TrackingError
+
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "mlflow_journal.jsonl"
+SENT = "sent"  # the op of the line that marks record line ``line`` as sent
 
 
 class OfflineJournal:
@@ -29,6 +35,7 @@ class OfflineJournal:
         self.run_id = run_id
         self.tracking_uri = redact(tracking_uri)  # the journal is a plain file: never store a secret
         self._lock = threading.Lock()
+        self.unreadable: list[int] = []  # numbers (1-based) of the lines the last read could not parse
 
     @classmethod
     def open(cls, path: str | Path) -> "OfflineJournal":
@@ -37,51 +44,81 @@ class OfflineJournal:
             path = path / JOURNAL_NAME
         if not path.is_file():
             raise FileNotFoundError(f"No offline journal at {path}.")
-        header = json.loads(path.read_text().splitlines()[0])
-        return cls(path, header["run_id"], header["tracking_uri"])
+        with path.open() as stream:
+            first = stream.readline()
+        try:
+            header = json.loads(first)
+            return cls(path, header["run_id"], header["tracking_uri"])
+        except (ValueError, TypeError, KeyError) as error:
+            raise TrackingError(f"{path} is not an offline journal: its first line is not the run header "
+                                f"({type(error).__name__}: {error}).") from error
 
     def append(self, record: dict[str, Any]) -> None:
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.path.exists() or self.path.stat().st_size == 0
-            with self.path.open("a") as stream:
-                if new:
-                    stream.write(json.dumps({"run_id": self.run_id, "tracking_uri": self.tracking_uri}) + "\n")
-                stream.write(json.dumps(record) + "\n")
-                stream.flush()
+            self._append(record)
 
-    def records(self) -> list[dict[str, Any]]:
+    def _append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("ab+") as stream:
+            lines = []
+            if stream.tell() == 0:
+                lines.append({"run_id": self.run_id, "tracking_uri": self.tracking_uri})
+            else:
+                stream.seek(-1, 2)
+                if stream.read(1) != b"\n":  # a crash cut the last line: keep it apart from this one
+                    stream.write(b"\n")
+            lines.append(record)
+            stream.write("".join(json.dumps(line) + "\n" for line in lines).encode())
+            stream.flush()
+
+    def pending(self) -> list[tuple[int, dict[str, Any]]]:
+        """(line number, record) of every record not yet marked sent, in order; sets ``unreadable``."""
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines()[1:] if line.strip()]
+        records: dict[int, dict[str, Any]] = {}
+        sent: set[int] = set()
+        self.unreadable = []
+        for number, line in enumerate(self.path.read_text(errors="replace").splitlines()[1:], start=2):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if record["op"] == SENT:
+                    sent.add(int(record["line"]))
+                else:
+                    records[number] = record
+            except (ValueError, TypeError, KeyError):
+                self.unreadable.append(number)
+        for number in self.unreadable:
+            log.warning("Offline journal %s: line %d is unreadable (cut short by a crash?); skipped.",
+                        self.path, number)
+        return [(n, r) for n, r in records.items() if n not in sent]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [record for _, record in self.pending()]
 
     def __len__(self) -> int:
-        return len(self.records())
+        return len(self.pending())
 
     def replay(self, client) -> int:
-        """Send every record with ``client``; returns how many were sent. Raises on the first that fails
-        (the journal then holds that record and the ones after it)."""
+        """Send every unsent record with ``client``; returns how many were sent. Raises on the first that fails
+        (what was sent before it is marked; the rest waits for the next replay). A journal fully sent is
+        renamed ``*.replayed-<time>.jsonl``."""
         with self._lock:
-            records = _compact(self.records())
             sent = 0
-            try:
-                for record in records:
-                    apply_record(client, self.run_id, record)
-                    sent += 1
-            finally:
-                rest = records[sent:]
-                if rest:
-                    header = json.dumps({"run_id": self.run_id, "tracking_uri": self.tracking_uri})
-                    self.path.write_text("\n".join([header, *map(json.dumps, rest)]) + "\n")
-                elif self.path.exists():
-                    self.path.rename(self.path.with_suffix(f".replayed-{int(time.time())}.jsonl"))
+            for number, record in _compact(self.pending()):
+                apply_record(client, self.run_id, record)
+                self._append({"op": SENT, "line": number})
+                sent += 1
+            if self.path.exists() and ".replayed-" not in self.path.name:
+                self.path.rename(self.path.with_suffix(f".replayed-{int(time.time())}.jsonl"))
             return sent
 
 
-def _compact(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _compact(pending: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
     # An upload whose local file is gone was evicted before it ever reached the run: skip it and its deletion.
-    skipped = {r["artifact_path"] for r in records if r["op"] == "artifact" and not Path(r["local_path"]).exists()}
-    return [r for r in records if not (r["op"] == "artifact" and r["artifact_path"] in skipped)
+    skipped = {r["artifact_path"] for _, r in pending if r["op"] == "artifact" and not Path(r["local_path"]).exists()}
+    return [(n, r) for n, r in pending if not (r["op"] == "artifact" and r["artifact_path"] in skipped)
             and not (r["op"] == "delete_artifact" and r["artifact_path"] in skipped)]
 
 
@@ -103,7 +140,11 @@ def apply_record(client, run_id: str, record: dict[str, Any]) -> None:
     elif op == "delete_artifact":
         delete_run_artifact(client, run_id, record["artifact_path"])
     elif op == "terminate":
-        client.set_terminated(run_id, record["status"], end_time=record.get("end_time"))
+        end_time = record.get("end_time")
+        ended = client.get_run(run_id).info.end_time
+        if ended and end_time and int(ended) >= int(end_time):
+            return  # already ended then or later (sent before, or a resumed attempt ended after this one)
+        client.set_terminated(run_id, record["status"], end_time=end_time)
     else:
         raise ValueError(f"Unknown journal record {op!r}.")
 

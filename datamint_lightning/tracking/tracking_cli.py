@@ -26,7 +26,11 @@ def _replay(args: argparse.Namespace) -> int:
     check_tracking_uri(uri)
     records = len(journal)
     sent = journal.replay(MlflowClient(uri))
-    print(f"Replayed {sent} of {records} record(s) to run {journal.run_id} at {redact(uri)}.")
+    print(f"Replayed {sent} of {records} unsent record(s) to run {journal.run_id} at {redact(uri)}.")
+    if journal.unreadable:
+        lines = ", ".join(map(str, journal.unreadable))
+        print(f"warning: skipped unreadable line(s) {lines} of {journal.path} (cut short by a crash?).",
+              file=sys.stderr)
     return 0
 
 

@@ -40,9 +40,10 @@ def package_verify_register(task, best_checkpoint: str, module, datamodule, run,
         abandon_pending_models(run)
         info = task.log_package(best, datamodule, run.run_id, examples,
                                 metadata={"checkpoint": Path(best_checkpoint).name, "run_id": run.run_id})
-        from datamint_lightning.packaging.flavor import load_model
+        from datamint_lightning.packaging.flavor import reloaded_model
 
-        actual = task.package_outputs(load_model(info.model_uri, device="cpu"), examples)
+        with reloaded_model(info.model_uri, device="cpu") as package:  # leaves no downloaded copy behind
+            actual = task.package_outputs(package, examples)
         require_finite(actual, "the packaged model's outputs")
         agreement = task.agreement(expected, actual) if examples else 1.0
         if len(actual) != len(expected) or not agreement >= float(options.min_agreement):

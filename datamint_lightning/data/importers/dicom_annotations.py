@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from datamint_lightning.data.readers import DicomSeries
+from datamint_lightning.data.readers import DicomSeries, check_dicom_size
 from datamint_lightning.errors import DataError
 
 
@@ -76,6 +76,7 @@ def _frame_item(dataset, index: int, name: str) -> Any:
 
 def _paint_seg(dataset, path: Path, series: DicomSeries, labels: dict[str, int], into: np.ndarray) -> None:
     names = label_names(dataset)
+    check_dicom_size(dataset, path)
     try:
         frames = dataset.pixel_array
     except Exception as error:
