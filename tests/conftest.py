@@ -14,6 +14,12 @@ TINY_OVERRIDES = [
     "model.network.encoder_depth=3", "model.network.decoder_channels=[32,16,8]", "data.augment=false", "packaging.min_score=null",
 ]
 TINY_DEMO = {"patients": 5, "shape": (16, 64, 64)}
+TINY_BRAIN_DEMO_IMAGES = 30
+# The brain_tumor_cls recipe on tiny settings.
+TINY_CLS_OVERRIDES = [
+    "data.image_size=32", "data.batch_size=8", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", "data.augment=false", "packaging.min_score=null",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,6 +46,14 @@ def tiny_demo(isolated_home: Path):
 
     return ensure_demo_project(ProjectStore(), **TINY_DEMO)
 
+
+@pytest.fixture(scope="session")
+def tiny_brain_demo(isolated_home: Path):
+    """The brain tumour demo, small (30 images of 64-160 px), in the session's project store."""
+    from datamint_lightning.data.brain_demo import ensure_brain_demo_project
+    from datamint_lightning.data.projects import ProjectStore
+
+    return ensure_brain_demo_project(ProjectStore(), images=TINY_BRAIN_DEMO_IMAGES)
 
 
 

@@ -91,7 +91,7 @@ def save_tiny_classification_model(path: str | Path, labels: tuple[str, ...] = (
                                    model_settings: dict[str, Any] | None = None):
     """Save a 2D ``DatamintClassificationModel`` (multi-label with ``multilabel``); returns (network, preprocessing)."""
     from datamint_lightning.data.preprocessing import Preprocessing
-    from datamint_lightning.packaging.packager import save_classification
+    from datamint_lightning.packaging.classification import save_classification
 
     config = dict(config or TINY_CLASSIFIER)
     network = network if network is not None else tiny_classifier(len(labels), config=config)

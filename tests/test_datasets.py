@@ -116,7 +116,7 @@ def test_bad_input_errors_name_project_split_label(store, volumes, tmp_path):
         module(store, tmp_path, "Nothing Here").setup()
     with pytest.raises(ConfigError, match="patch_size"):
         module(store, tmp_path, "Volumes", dims=3)
-    with pytest.raises(DataError, match=r"Class\(es\) \['x'\]"):
+    with pytest.raises(ConfigError, match=r"Class\(es\) \['x'\]"):
         make_project(store, "Cls", patients=2, kind="image", task="classification", with_labels=False,
                      categories=[("a",), ("b",)])
         module(store, tmp_path, "Cls", labels=["x"]).open_project()

@@ -151,7 +151,7 @@ def test_bad_requests(model, inputs, params, message):
 
 def test_save_refuses_a_config_that_does_not_describe_the_network(tmp_path):
     from datamint_lightning.data.preprocessing import Preprocessing
-    from datamint_lightning.packaging.packager import save_classification
+    from datamint_lightning.packaging.classification import save_classification
     from model_factories import tiny_classifier
 
     network = tiny_classifier(2, config=TIMM_CONFIG)

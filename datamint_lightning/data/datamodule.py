@@ -10,7 +10,7 @@ import torch
 
 from datamint_lightning.data.cache import NpyRows
 from datamint_lightning.data.datasets import ConcatRows, ImageDataset, VolumeDataset
-from datamint_lightning.data.demo import ensure_demo_project, is_demo_project
+from datamint_lightning.data.demo import ensure_demo, is_demo_project
 from datamint_lightning.data.preprocessing import Preprocessing, intensity_for
 from datamint_lightning.data.projects import Project, ProjectStore, Resource
 from datamint_lightning.data.slices import extract_slices, label_lookup, source_digests
@@ -115,7 +115,7 @@ class DatamintDataModule(L.LightningDataModule):
         """The named project; the demo is created on first use, but never stands in for another name."""
         if self.project is None:
             if is_demo_project(self.project_name):
-                ensure_demo_project(self.store)
+                ensure_demo(self.store, self.project_name)
             project = self.store.open(self.project_name)
             if not project.resources:
                 raise DataError(f"Project {project.name!r} ({project.root}) has no resources; import data first.")

@@ -1,7 +1,11 @@
-"""The built-in demo project: synthetic abdominal CT phantoms with liver, spleen and kidney labels."""
+"""The built-in demo projects, created on first use: "Liver CT Demo" (synthetic abdominal CT phantoms with liver,
+spleen and kidney labels) and "Brain Tumor Demo" (see ``brain_demo.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from datamint_lightning.data.brain_demo import BRAIN_DEMO_NAME, ensure_brain_demo_project
 from datamint_lightning.data.phantom import LABELS, make_phantom
 from datamint_lightning.data.projects import Project, ProjectExistsError, ProjectStore, Resource
 from datamint_lightning.data.volumes import nifti_bytes
@@ -11,7 +15,14 @@ DEMO_PATIENTS = 10
 
 
 def is_demo_project(name: str) -> bool:
-    return name.strip().lower() == DEMO_PROJECT_NAME.lower()
+    """Whether ``name`` (any case) is one of the built-in demo projects."""
+    return name.strip().lower() in {demo.lower() for demo in DEMO_PROJECTS}
+
+
+def ensure_demo(store: ProjectStore, name: str) -> Project:
+    """The built-in demo project called ``name``, created in ``store`` on first use."""
+    builders = {demo.lower(): build for demo, build in DEMO_PROJECTS.items()}
+    return builders[name.strip().lower()](store)
 
 
 def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS,
@@ -36,3 +47,8 @@ def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS,
         return store.create(DEMO_PROJECT_NAME, labels=dict(LABELS), resources=resources, files=files)
     except ProjectExistsError:  # another process created it meanwhile, from the same seeds
         return store.open(DEMO_PROJECT_NAME)
+
+
+# name -> builder(store) of every built-in demo project.
+DEMO_PROJECTS: dict[str, Callable[[ProjectStore], Project]] = {DEMO_PROJECT_NAME: ensure_demo_project,
+                                                               BRAIN_DEMO_NAME: ensure_brain_demo_project}

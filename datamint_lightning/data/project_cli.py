@@ -151,10 +151,10 @@ def main(argv: list[str]) -> int:
             rows = store.list_projects()
             print(json.dumps(rows, indent=2)) if args.json else _print_list(rows, store.root)
         elif args.command in ("show", "inspect"):
-            from datamint_lightning.data.demo import ensure_demo_project, is_demo_project
+            from datamint_lightning.data.demo import ensure_demo, is_demo_project
 
-            if is_demo_project(args.project):  # the demo exists on first use, as in training
-                ensure_demo_project(store)
+            if is_demo_project(args.project):  # a demo exists on first use, as in training
+                ensure_demo(store, args.project)
             info = store.inspect(args.project)
             print(json.dumps(info, indent=2)) if args.json else _print_summary(info)
         elif args.command == "delete":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from datamint_lightning.data.projects import Project, Resource
-from datamint_lightning.errors import DataError
+from datamint_lightning.errors import ConfigError, DataError
 
 CLASSIFICATION_TASKS = ("classification", "multilabel_classification")
 TASKS = ("segmentation", *CLASSIFICATION_TASKS)
@@ -15,7 +15,7 @@ def check_categories(project: Project, categories: list[str]) -> None:
     known = set(project.categories) | {c for r in project.resources for c in r.categories}
     missing = [c for c in categories if c not in known]
     if missing or not categories:
-        raise DataError(f"Class(es) {missing or categories} not in project {project.name!r}; it has "
+        raise ConfigError(f"Class(es) {missing or categories} not in project {project.name!r}; it has "
                         f"{sorted(known)}. Set data.labels to some of these.")
 
 

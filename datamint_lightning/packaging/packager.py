@@ -1,5 +1,5 @@
-"""Shared packaging pieces (request examples, spec + weights artifacts, annotation specs) and the 3D and
-classification savers."""
+"""Shared packaging pieces (request examples, spec + weights artifacts, annotation specs) and the 3D saver;
+each task's packaging lives in its own module (``segmentation.py``, ``classification.py``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from datamint_lightning.errors import PackagingError
 
 
 def request_example(array: np.ndarray, params: dict[str, Any], max_side: int = 64) -> tuple[list[dict], dict]:
@@ -57,68 +55,3 @@ def save_volume_segmentation(path: str | Path, network, network_config: dict[str
         save_model(DatamintVolumeSegmentationModel(), path, artifacts=artifacts,
                    annotation_specs=segmentation_specs(labels, "volume"), model_settings=model_settings, pip_requirements=default_pip_requirements(("monai",)),
                    input_example=input_example)
-
-
-def category_specs(labels: list[str], scope: str = "image") -> list[dict[str, Any]]:
-    return [{"identifier": name, "type": "category", "scope": scope, "required": False} for name in labels]
-
-
-def classification_artifacts(folder: str | Path, network, network_config: dict[str, Any], labels: list[str],
-                             preprocessing, model_settings: dict[str, Any], multilabel: bool) -> dict[str, str]:
-    """Artifacts of a 2D classifier; checks the config rebuilds a network answering one score per label."""
-    import torch
-
-    from datamint_lightning.networks.classifiers import build_classifier
-
-    config = {**network_config, "num_classes": len(labels)}
-    if network_config.get("num_classes") not in (None, len(labels)):
-        raise PackagingError(f"network_config num_classes={network_config['num_classes']} but there are "
-                             f"{len(labels)} labels {labels}.")
-    rebuilt = build_classifier(config)
-    state = network.state_dict()
-    try:  # the saved config must rebuild exactly this network, or load_context would fail later
-        rebuilt.load_state_dict(state)
-    except RuntimeError as error:
-        raise PackagingError(f"network_config {config} does not describe the given network: {error}") from error
-    with torch.inference_mode():
-        size = preprocessing.image_size
-        outputs = rebuilt(torch.zeros(1, int(config.get("in_channels", 1)), size, size))
-    if tuple(outputs.shape) != (1, len(labels)):
-        raise PackagingError(f"The classifier answers shape {tuple(outputs.shape)}; expected (1, {len(labels)}).")
-    spec = {"network": config, "labels": list(labels), "preprocessing": preprocessing.to_dict(),
-            "settings": model_settings, "multilabel": bool(multilabel)}
-    return write_model_files(folder, spec, network)
-
-
-def save_classification(path: str | Path, network, network_config: dict[str, Any], labels: list[str], preprocessing,
-                        multilabel: bool = False, model_settings: dict[str, Any] | None = None,
-                        input_example: Any = None, metadata: dict[str, Any] | None = None) -> None:
-    """Save a torchvision/timm 2D classifier as a Datamint ``image_classification`` (or, with ``multilabel``,
-    ``multilabel_image_classification``) model directory.
-
-    ``network_config``: ``{"library": "torchvision" | "timm", "arch": ..., "in_channels": 1, ...}`` (see
-    ``serving/classification.py``); ``preprocessing``: the ``Preprocessing`` used in training.
-    """
-    from datamint_lightning.packaging.flavor import default_pip_requirements, save_model
-    from datamint_lightning.networks.classifiers import PIP_PACKAGES
-    from datamint_lightning.serving.classification_model import (DatamintClassificationModel,
-                                                                 DatamintMultilabelClassificationModel)
-    from datamint_lightning.serving.settings import ModelSettings
-
-    if len(set(labels)) != len(labels) or not labels:
-        raise PackagingError(f"labels={labels} must be distinct and non-empty.")
-    settings = ModelSettings.from_dict({"need_gpu": False, "batch_size": 16,
-                                        "input_size": [preprocessing.image_size] * 2,
-                                        **(model_settings or {})}).to_dict()
-    model_class = DatamintMultilabelClassificationModel if multilabel else DatamintClassificationModel
-    if input_example is None:
-        input_example = request_example(np.linspace(-200, 300, 32 * 32, dtype=np.float32).reshape(32, 32),
-                                        {"mode": "image"})
-    library = PIP_PACKAGES.get(network_config.get("library", "torchvision"), "torchvision")
-    with tempfile.TemporaryDirectory() as folder:
-        artifacts = classification_artifacts(folder, network.eval().cpu(), network_config, list(labels),
-                                             preprocessing, settings, multilabel)
-        save_model(model_class(), path, artifacts=artifacts, annotation_specs=category_specs(list(labels)),
-                   model_settings=settings,
-                   pip_requirements=default_pip_requirements((library,)), input_example=input_example,
-                   metadata=metadata)

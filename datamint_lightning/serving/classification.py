@@ -19,7 +19,8 @@ def classify_slices(network: torch.nn.Module, preprocessing: Preprocessing, slic
     Softmax for multi-class, sigmoid for multi-label. Slices are prepared one by one (so mixed sizes and
     intensity conventions batch together) and the network runs ``batch_size`` at a time.
     """
-    prepared = torch.cat([preprocessing.prepare(s[None], d) for s, d in zip(slices, display_8bit)])
+    # float32 whatever the intensity mode computed in (percentiles come back as float64 from numpy)
+    prepared = torch.cat([preprocessing.prepare(s[None], d) for s, d in zip(slices, display_8bit)]).float()
     outputs = []
     for start in range(0, len(prepared), batch_size):
         logits = network(prepared[start:start + batch_size].to(device)).float()
