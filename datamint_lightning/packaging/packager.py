@@ -1,5 +1,5 @@
-"""Shared packaging pieces (request examples, spec + weights artifacts, annotation specs) and the 3D and
-classification savers."""
+"""Shared packaging pieces (request examples, spec + weights artifacts, annotation specs) and the classification
+saver (2D segmentation: ``packaging.segmentation``; 3D: ``packaging.volume_segmentation``)."""
 
 from __future__ import annotations
 
@@ -35,29 +35,6 @@ def write_model_files(folder: str | Path, spec: dict[str, Any], network) -> dict
 
 def segmentation_specs(labels: list[str], scope: str) -> list[dict[str, Any]]:
     return [{"identifier": name, "type": "segmentation", "scope": scope, "required": False} for name in labels]
-
-
-def volume_segmentation_artifacts(folder: str | Path, network, network_config: dict[str, Any], labels: list[str],
-                                  model_settings: dict[str, Any]) -> dict[str, str]:
-    """Artifacts of a MONAI 3D segmentation network (``network_config``: ``{"arch": ..., **arguments}``)."""
-    from datamint_lightning.serving.settings import ModelSettings
-
-    spec = {"network": dict(network_config), "labels": list(labels),
-            "settings": ModelSettings.from_dict(model_settings).to_dict()}
-    return write_model_files(folder, spec, network)
-
-
-def save_volume_segmentation(path: str | Path, network, network_config: dict[str, Any], labels: list[str],
-                             model_settings: dict[str, Any], input_example: Any = None) -> None:
-    """Save a MONAI 3D segmentation network as a Datamint ``volume_segmentation`` model directory."""
-    from datamint_lightning.packaging.flavor import default_pip_requirements, save_model
-    from datamint_lightning.serving.volume_model import DatamintVolumeSegmentationModel
-
-    with tempfile.TemporaryDirectory() as folder:
-        artifacts = volume_segmentation_artifacts(folder, network, network_config, labels, model_settings)
-        save_model(path, DatamintVolumeSegmentationModel, artifacts, segmentation_specs(labels, "volume"),
-                   model_settings=model_settings, pip_requirements=default_pip_requirements(("monai",)),
-                   input_example=input_example)
 
 
 def category_specs(labels: list[str], scope: str = "image") -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """``DatamintVolumeSegmentationModel``: a packaged 3D segmentation network (MONAI), predicted by sliding window.
 
 Artifacts: ``model_spec`` (JSON: ``network`` = ``{"arch": "UNet", ...}`` MONAI constructor arguments, ``labels``,
-``settings`` = ``ModelSettings`` with the window size as ``input_size``) and ``weights`` (safetensors).
+``settings`` = ``ModelSettings`` with the window size as ``input_size`` and the training spacing, and
+``preprocessing`` = the training ``Preprocessing``) and ``weights`` (safetensors).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar
 
+from datamint_lightning.data.preprocessing import Preprocessing
 from datamint_lightning.errors import PredictionError
 from datamint_lightning.networks import load_network
 from datamint_lightning.serving.datamint_model import DatamintModel
@@ -31,6 +33,8 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         self.labels: list[str] = list(self.spec["labels"])
         self.settings = ModelSettings.from_dict(self.spec.get("settings"))
         self.network = load_network(self.spec["network"], context.artifacts[WEIGHTS_ARTIFACT], library="monai")
+        saved = self.spec.get("preprocessing")
+        self.preprocessing = Preprocessing.from_dict(saved) if saved else None
 
     def _segment(self, item: Any, mode: str, batch_size: Any):
         from datamint_lightning.serving.volume_segmentation import segment_volume
@@ -39,7 +43,7 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         if batch_size is not None and int(batch_size) <= 0:
             raise PredictionError(f"batch_size={batch_size} must be a positive integer.")
         return volume, segment_volume(self.network, volume.array, volume.spacing, self.settings, self.device,
-                                      batch_size)
+                                      batch_size, self.preprocessing)
 
     @prediction_mode(PredictionMode.VOLUME, param_keys=("confidence_threshold", "threshold", "batch_size"),
                      fallback_to_default=False)

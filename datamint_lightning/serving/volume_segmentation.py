@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datamint_lightning.data.preprocessing import Preprocessing
+from datamint_lightning.data.volume_items import target_shape
 from datamint_lightning.errors import ConfigError
 from datamint_lightning.serving.settings import ModelSettings
 
@@ -32,22 +34,26 @@ def normalize_intensity(volume: np.ndarray, intensity: dict[str, Any] | None) ->
     raise ConfigError(f"model_settings intensity={mode!r} is not one of ct_window, percentile, zscore, none.")
 
 
-def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, ...]:
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
-
-
 @torch.inference_mode()
 def segment_volume(network: torch.nn.Module, volume: np.ndarray, spacing: tuple[float, float, float] | None,
                    settings: ModelSettings, device: torch.device | str = "cpu",
-                   sw_batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(Z, H, W) raw volume to a label map (Z, H, W) uint8 and probabilities (C, Z, H, W) float32 on its grid."""
+                   sw_batch_size: int | None = None,
+                   preprocessing: Preprocessing | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(Z, H, W) raw volume to a label map (Z, H, W) uint8 and probabilities (C, Z, H, W) float32 on its grid.
+
+    With ``preprocessing`` (what training used, saved with the model) the volume is normalised and resampled
+    exactly as ``data.volume_items.prepare_volume`` prepared the training volumes; models saved without it
+    normalise by ``settings.intensity``.
+    """
     from monai.inferers import sliding_window_inference
 
     if settings.input_size is None or len(settings.input_size) != 3:
         raise ConfigError(f"model_settings input_size={settings.input_size} must be the (D, H, W) window size.")
-    tensor = torch.from_numpy(normalize_intensity(volume, settings.intensity))[None, None].to(device)
+    normalized = (preprocessing.normalize_volume(volume) if preprocessing is not None
+                  else normalize_intensity(volume, settings.intensity))
+    tensor = torch.from_numpy(np.ascontiguousarray(normalized))[None, None].to(device)
     if settings.spacing is not None and spacing is not None:
-        target = resampled_shape(volume.shape, spacing, settings.spacing)
+        target = target_shape(volume.shape, spacing, settings.spacing)
         if target != tuple(volume.shape):
             tensor = F.interpolate(tensor, size=target, mode="trilinear", align_corners=False)
     logits = sliding_window_inference(tensor, roi_size=settings.input_size,
