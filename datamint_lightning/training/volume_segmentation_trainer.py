@@ -22,8 +22,13 @@ class VolumeSegmentationTrainer(TaskTrainer):
     gate_volumes: ClassVar[int] = 2  # whole volumes are slow to segment twice; two held-out ones check the package
 
     def build_module(self, datamodule):
-        from hydra.utils import instantiate
+        from hydra.utils import get_class, instantiate
 
+        from datamint_lightning.training.volume_segmentation_module import VolumeSegmentationModule
+
+        module_class = get_class(self.cfg.model._target_)
+        if not issubclass(module_class, VolumeSegmentationModule):  # its arguments would not even fit
+            raise ConfigError(not_3d(module_class.__name__, dict(self.cfg.model.get("network") or {})))
         datamodule.open_project()  # resolves data.labels: null to the project's labels
         extra: dict[str, Any] = {"labels": list(datamodule.labels)}
         if "roi_size" in self.cfg.model and not self.cfg.model.roi_size:
@@ -40,9 +45,7 @@ class VolumeSegmentationTrainer(TaskTrainer):
                               "recipe=liver_seg for slices).")
         config = getattr(module, "network_config", {}) or {}
         if not isinstance(module, VolumeSegmentationModule) or int(config.get("spatial_dims", 2)) != 3:
-            raise ConfigError(f"model {type(module).__name__} with network {config.get('arch', '?')} (spatial_dims="
-                              f"{config.get('spatial_dims', 2)}) is a 2D network; volumes need a 3D MONAI network "
-                              "(model=monai_unet or model=monai_segresnet).")
+            raise ConfigError(not_3d(type(module).__name__, config))
         self.check_patch(datamodule.patch_size, config)
         super().validate(datamodule, module)
         self.check_volumes_fit(datamodule)
@@ -102,3 +105,9 @@ class VolumeSegmentationTrainer(TaskTrainer):
         from datamint_lightning.packaging.volume_segmentation import package_label_maps
 
         return package_label_maps(model, examples)
+
+
+def not_3d(module_name: str, network_config: dict[str, Any]) -> str:
+    return (f"model {module_name} with network {network_config.get('arch', '?')} (spatial_dims="
+            f"{network_config.get('spatial_dims', 2)}) is a 2D network; volumes need a 3D MONAI network "
+            "(model=monai_unet or model=monai_segresnet).")
