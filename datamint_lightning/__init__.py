@@ -16,6 +16,8 @@ _EXPORTS = {
     "SegmentationTrainer": "datamint_lightning.training.segmentation_trainer",
     "UNetPPTrainer": "datamint_lightning.training.segmentation_trainer",
     "SegmentationModule": "datamint_lightning.training.segmentation_module",
+    "VolumeSegmentationTrainer": "datamint_lightning.training.volume_segmentation_trainer",
+    "VolumeSegmentationModule": "datamint_lightning.training.volume_segmentation_module",
     "DatamintDataModule": "datamint_lightning.data.datamodule",
     "ProjectStore": "datamint_lightning.data.projects",
     "Project": "datamint_lightning.data.projects",

@@ -11,9 +11,7 @@ import sys
 
 import numpy as np
 
-from datamint_lightning import DEMO_PROJECT_NAME
-from datamint_lightning.training.volume_segmentation_module import VolumeSegmentationModule
-from datamint_lightning.training.volume_segmentation_trainer import VolumeSegmentationTrainer
+from datamint_lightning import DEMO_PROJECT_NAME, VolumeSegmentationModule, VolumeSegmentationTrainer
 
 
 class DiceFocalModule(VolumeSegmentationModule):
