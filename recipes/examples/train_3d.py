@@ -41,6 +41,7 @@ def main(project: str = DEMO_PROJECT_NAME, max_epochs: int = 4, overrides: list[
 
     import mlflow
 
+    mlflow.set_tracking_uri(results["tracking_uri"])  # the store the run used (the embedded one by default)
     model = mlflow.pyfunc.load_model(results["model_uri"])  # the gate-checked package, registered or not
     volume = np.full((24, 64, 64), -1000.0, dtype=np.float32)  # any (Z, H, W) array in Hounsfield units...
     volume[6:18, 16:48, 12:40] = 100.0
