@@ -76,8 +76,8 @@ def test_validation_inference_is_the_packaged_models(fitted):
     with torch.inference_mode():
         volume = torch.from_numpy(PREPROCESSING.normalize_volume(raw))[None, None]
         in_training = module.infer(volume).argmax(dim=1)[0].numpy()
-    settings = ModelSettings(input_size=ROI, sw_batch_size=2, overlap=0.25)
-    served = segment_volume(module.net, raw, None, settings, preprocessing=PREPROCESSING)[0]
+    settings = ModelSettings(input_size=ROI, sw_batch_size=2, overlap=0.25, intensity=PREPROCESSING.to_dict())
+    served = segment_volume(module.net, raw, None, settings)[0]
     np.testing.assert_array_equal(served, in_training)
 
 

@@ -50,14 +50,16 @@ def save_volume_segmentation(path: str | Path, network, network_config: dict[str
                    **_save_options(labels, model_settings))
 
 
-def volume_model_settings(roi_size: list[int], spacing: Any, sw_batch_size: int = 4,
+def volume_model_settings(roi_size: list[int], spacing: Any, preprocessing, sw_batch_size: int = 4,
                           overlap: float = 0.25) -> dict[str, Any]:
-    """The ``model_settings`` of a 3D model: window size, training spacing (null: none resampled), window batch."""
+    """The ``model_settings`` of a 3D model: window size, training spacing (null: none resampled), the training
+    ``Preprocessing`` as its intensity mapping, window batch and overlap."""
     from datamint_lightning.serving.settings import ModelSettings
 
     return ModelSettings.from_dict({"need_gpu": False, "batch_size": 1, "input_size": list(roi_size),
                                     "spacing": list(spacing) if spacing else None,
-                                    "sw_batch_size": int(sw_batch_size), "overlap": float(overlap)}).to_dict()
+                                    "intensity": preprocessing.to_dict(), "sw_batch_size": int(sw_batch_size),
+                                    "overlap": float(overlap)}).to_dict()
 
 
 def volume_request_example(item: Any, max_side: int = 32) -> tuple[list[dict], dict]:
@@ -94,9 +96,9 @@ def log_volume_segmentation_model(network, network_config: dict[str, Any], label
                          **_save_options(labels, model_settings))
 
 
-def network_label_maps(network, preprocessing, model_settings: dict[str, Any], examples: list[Any]) -> list[np.ndarray]:
-    """The (Z, H, W) label map of each example (a path, array or input dict, as given to ``predict``) computed by
-    the in-memory ``network`` through the serving code path, on CPU."""
+def network_label_maps(network, model_settings: dict[str, Any], examples: list[Any]) -> list[np.ndarray]:
+    """The label map of each example (a path, array or input dict, as given to ``predict``) computed by the
+    in-memory ``network`` through the serving code path, on CPU, on the input's own voxel grid."""
     from datamint_lightning.serving.decode import load_input
     from datamint_lightning.serving.settings import ModelSettings
     from datamint_lightning.serving.volume_segmentation import segment_volume
@@ -105,14 +107,14 @@ def network_label_maps(network, preprocessing, model_settings: dict[str, Any], e
     maps = []
     for index, example in enumerate(examples):
         volume = load_input(example, index)
-        maps.append(segment_volume(network, volume.array, volume.spacing, settings, "cpu",
-                                   preprocessing=preprocessing)[0])
+        label_map = segment_volume(network, volume.array, volume.spacing, settings, "cpu")[0]
+        maps.append(volume.to_input_grid(label_map))
     return maps
 
 
 def package_label_maps(model, examples: list[Any]) -> list[np.ndarray]:
-    """The (Z, H, W) label map of each example as a loaded ``volume_segmentation`` package predicts it (its
-    per-label arg-max masks, numbered 1..K in label order)."""
+    """The label map of each example as a loaded ``volume_segmentation`` package predicts it (its per-label
+    arg-max masks on the input's grid, numbered 1..K in label order)."""
     maps = []
     for annotations in model.predict(list(examples), params={"mode": "volume"}):
         label_map = np.zeros(annotations[0]["mask"].shape, np.uint8)

@@ -1,17 +1,18 @@
 """``DatamintVolumeSegmentationModel``: a packaged 3D segmentation network (MONAI), predicted by sliding window.
 
 Artifacts: ``model_spec`` (JSON: ``network`` = ``{"arch": "UNet", ...}`` MONAI constructor arguments, ``labels``,
-``settings`` = ``ModelSettings`` with the window size as ``input_size`` and the training spacing, and
-``preprocessing`` = the training ``Preprocessing``) and ``weights`` (safetensors).
+``settings`` = ``ModelSettings`` with the window size as ``input_size`` and the training ``Preprocessing`` dict as
+``intensity``) and ``weights`` (safetensors). Mode ``volume`` answers masks on the input file's own voxel grid
+(each annotation's ``grid`` says which); mode ``slice`` answers one axial slice of the display orientation.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from datamint_lightning.data.preprocessing import Preprocessing
 from datamint_lightning.errors import PredictionError
 from datamint_lightning.networks import load_network
 from datamint_lightning.serving.datamint_model import DatamintModel
@@ -32,9 +33,9 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         self.spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
         self.labels: list[str] = list(self.spec["labels"])
         self.settings = ModelSettings.from_dict(self.spec.get("settings"))
+        if self.spec.get("preprocessing"):  # the training Preprocessing dict wins over a settings intensity
+            self.settings = replace(self.settings, intensity=dict(self.spec["preprocessing"]))
         self.network = load_network(self.spec["network"], context.artifacts[WEIGHTS_ARTIFACT], library="monai")
-        saved = self.spec.get("preprocessing")
-        self.preprocessing = Preprocessing.from_dict(saved) if saved else None
 
     def _segment(self, item: Any, mode: str, batch_size: Any):
         from datamint_lightning.serving.volume_segmentation import segment_volume
@@ -43,21 +44,21 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         if batch_size is not None and int(batch_size) <= 0:
             raise PredictionError(f"batch_size={batch_size} must be a positive integer.")
         return volume, segment_volume(self.network, volume.array, volume.spacing, self.settings, self.device,
-                                      batch_size, self.preprocessing)
+                                      batch_size)
 
     @prediction_mode(PredictionMode.VOLUME, param_keys=("confidence_threshold", "threshold", "batch_size"),
                      fallback_to_default=False)
     def predict_volume(self, inputs: list[Any], confidence_threshold=None, threshold=None,
                        batch_size=None) -> Annotations:
         """Each volume whole; ``batch_size`` is the number of windows per forward pass."""
-        from datamint_lightning.serving.segmentation import mask_annotations
+        from datamint_lightning.serving.segmentation import mask_annotations, on_input_grid
 
         threshold = resolve_threshold(self.settings, confidence_threshold, threshold)
         results = []
         for item in inputs:
             volume, (label_map, probs) = self._segment(item, "volume", batch_size)
-            extra = {"spacing": list(volume.spacing) if volume.spacing else None}
-            results.append(mask_annotations(label_map, probs, self.labels, "volume", threshold, extra, class_axis=0))
+            annotations = mask_annotations(label_map, probs, self.labels, "volume", threshold, class_axis=0)
+            results.append(on_input_grid(annotations, volume))
         return results
 
     @prediction_mode(PredictionMode.SLICE,

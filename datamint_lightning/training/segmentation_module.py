@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from datamint_lightning.networks import build_network
-from datamint_lightning.training.metrics import SegmentationScores
+from datamint_lightning.training.metrics import PerPatientDice, SegmentationScores
 
 
 class SegmentationModule(L.LightningModule):
@@ -26,7 +26,11 @@ class SegmentationModule(L.LightningModule):
         self.labels = list(labels)
         self.network_config = {"in_channels": 1, **dict(network), "classes": len(self.labels) + 1}
         self.net = self.build_network(self.network_config)
-        self.scores = torch.nn.ModuleDict({stage: SegmentationScores(self.labels) for stage in ("val", "test")})
+        # ``<stage>/dice``, ``<stage>/iou`` (and per label): per-patient values over whole volumes, averaged over
+        # patients; ``<stage>/dice_pooled``: every voxel of the split pooled into one Dice (torchmetrics).
+        metrics = {f"{stage}_dice": PerPatientDice(len(self.labels) + 1) for stage in ("val", "test")}
+        metrics |= {f"{stage}_dice_pooled": SegmentationScores(self.labels) for stage in ("val", "test")}
+        self.dice = torch.nn.ModuleDict(metrics)
 
     def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
         return build_network(config)
@@ -53,26 +57,35 @@ class SegmentationModule(L.LightningModule):
         logits = self(batch["image"])
         self.log(f"{stage}/loss", self.compute_loss(logits, target), on_epoch=True, sync_dist=True,
                  batch_size=len(target))
-        self.scores[stage].update(logits.argmax(dim=1), target)
+        preds = logits.argmax(dim=1)
+        patients = batch.get("patient_index", torch.zeros(len(target), dtype=torch.long))  # absent: one patient
+        self.dice[f"{stage}_dice"].update(preds, target, patients)
+        self.dice[f"{stage}_dice_pooled"].update(preds, target)
 
-    def _log_scores(self, stage: str) -> None:
-        """Dice and IoU per label and their means, computed over the whole epoch."""
-        results = self.scores[stage].compute(stage)
-        self.log(f"{stage}/dice", results.pop(f"{stage}/dice"), prog_bar=True)
-        self.log_dict(results)
-        self.scores[stage].reset()
+    def _log_dice(self, stage: str) -> None:
+        metric = self.dice[f"{stage}_dice"]
+        for kind, per_class in (("dice", metric.compute()), ("iou", metric.compute_iou())):
+            per_class = per_class.reshape(-1)  # torchmetrics squeezes a single class to 0-d
+            valid = per_class[~per_class.isnan()]
+            self.log(f"{stage}/{kind}", valid.mean() if len(valid) else torch.tensor(0.0), prog_bar=kind == "dice")
+            for name, value in zip(self.labels, per_class):
+                self.log(f"{stage}/{kind}_{name}", torch.nan_to_num(value, nan=0.0))
+        metric.reset()
+        pooled = self.dice[f"{stage}_dice_pooled"]
+        self.log(f"{stage}/dice_pooled", pooled.compute(stage)[f"{stage}/dice"])
+        pooled.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val")
+        self._log_dice("val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores("test")
+        self._log_dice("test")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -78,8 +78,8 @@ class VolumeSegmentationTrainer(TaskTrainer):
     def model_settings(self, module, datamodule) -> dict[str, Any]:
         from datamint_lightning.packaging.volume_segmentation import volume_model_settings
 
-        return volume_model_settings(module.roi_size, datamodule.spacing, module.hparams.sw_batch_size,
-                                     module.hparams.overlap)
+        return volume_model_settings(module.roi_size, datamodule.spacing, datamodule.preprocessing,
+                                     module.hparams.sw_batch_size, module.hparams.overlap)
 
     def gate_examples(self, datamodule, count: int) -> list:
         """File paths of held-out volumes (test split, else validation), as a user passes them to ``predict``."""
@@ -91,8 +91,7 @@ class VolumeSegmentationTrainer(TaskTrainer):
     def expected_outputs(self, module, datamodule, examples: list) -> list[np.ndarray]:
         from datamint_lightning.packaging.volume_segmentation import network_label_maps
 
-        return network_label_maps(module.net, datamodule.preprocessing, self.model_settings(module, datamodule),
-                                  examples)
+        return network_label_maps(module.net, self.model_settings(module, datamodule), examples)
 
     def log_package(self, module, datamodule, run_id: str, examples: list, metadata: dict[str, Any]):
         from datamint_lightning.packaging.volume_segmentation import log_volume_segmentation_model
