@@ -93,8 +93,11 @@ def test_liver_seg_3d_predicts_a_nifti_volume_on_its_own_grid(liver_3d, tmp_path
     path.write_bytes(nifti_bytes(phantom.image, phantom.spacing))
     [annotations] = predict_in_fresh_process(client, version, f"[{str(path)!r}]", tmp_path)
     assert [a["label"] for a in annotations] == ["liver"]
-    assert annotations[0]["shape"] == [20, 48, 40] and annotations[0]["scope"] == "volume"
-    assert annotations[0]["spacing"] == [4.0, 4.0, 4.0]
+    import nibabel as nib
+
+    # the mask is on the file's own voxel grid (nibabel's (i, j, k) array order), not the display (z, y, x) one
+    assert annotations[0]["shape"] == list(nib.load(str(path)).shape) == [40, 48, 20]
+    assert annotations[0]["scope"] == "volume" and annotations[0]["spacing"] == [4.0, 4.0, 4.0]
 
 
 @pytest.fixture(scope="module")
