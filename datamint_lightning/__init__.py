@@ -18,6 +18,8 @@ _EXPORTS = {
     "SegmentationModule": "datamint_lightning.training.segmentation_module",
     "ClassificationTrainer": "datamint_lightning.training.classification_trainer",
     "ClassificationModule": "datamint_lightning.training.classification_module",
+    "VolumeSegmentationTrainer": "datamint_lightning.training.volume_segmentation_trainer",
+    "VolumeSegmentationModule": "datamint_lightning.training.volume_segmentation_module",
     "DatamintDataModule": "datamint_lightning.data.datamodule",
     "ProjectStore": "datamint_lightning.data.projects",
     "Project": "datamint_lightning.data.projects",

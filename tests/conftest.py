@@ -20,6 +20,13 @@ TINY_CLS_OVERRIDES = [
     "data.image_size=32", "data.batch_size=8", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", "data.augment=false", "packaging.min_score=null",
 ]
+# The same for 3D recipes (liver_seg_3d): a small U-Net on (16, 32, 32) patches of the tiny demo's volumes.
+TINY_3D_OVERRIDES = [
+    "data.patch_size=[16,32,32]", "data.samples_per_volume=1", "data.batch_size=2", "data.augment=false",
+    "model.network.channels=[4,8,16]", "model.network.strides=[2,2]", "model.network.num_res_units=0",
+    "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", "packaging.min_score=null",
+]
 
 
 @pytest.fixture(scope="session", autouse=True)

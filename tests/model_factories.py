@@ -65,7 +65,8 @@ def save_tiny_volume_model(path: str | Path, labels: tuple[str, ...] = ("liver",
     """Save a 3D ``DatamintVolumeSegmentationModel``; returns the network."""
     import numpy as np
 
-    from datamint_lightning.packaging.packager import request_example, save_volume_segmentation
+    from datamint_lightning.packaging.packager import request_example
+    from datamint_lightning.packaging.volume_segmentation import save_volume_segmentation
 
     config = {**TINY_3D_NETWORK, "out_channels": len(labels) + 1}
     network = network if network is not None else tiny_3d_network(config=config)

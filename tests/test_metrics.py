@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamint_lightning.training.metrics import DiceScore, PerPatientDice
+from datamint_lightning.training.metrics import PerPatientDice, SegmentationScores
 
 
 def volumes(seed: int = 0):
@@ -40,9 +40,12 @@ def test_per_patient_dice_equals_whole_volume_dice_from_shuffled_slices():
     np.testing.assert_allclose(per_patient.numpy(), expected.numpy(), rtol=1e-5)
     assert torch.isnan(per_patient[1, 1])  # class 2 absent for patient 1 either way
     np.testing.assert_allclose(metric.compute().numpy(), np.nanmean(expected.numpy(), axis=0), rtol=1e-5)
-    pooled = DiceScore(3)
+    pooled = SegmentationScores(["a", "b"])
     pooled.update(preds, target)
-    assert not torch.allclose(pooled.compute(), metric.compute())  # the two are different numbers
+    pooled_dice = torch.stack([pooled.compute("val")[f"val/dice_{n}"] for n in "ab"])
+    assert not torch.allclose(pooled_dice, metric.compute())  # the two are different numbers
+    expected_iou = expected / (2 - expected)  # per patient, from the same sums
+    np.testing.assert_allclose(metric.compute_iou().numpy(), np.nanmean(expected_iou.numpy(), axis=0), rtol=1e-5)
 
 
 def test_false_positives_on_empty_slices_count():

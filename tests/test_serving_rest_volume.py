@@ -21,8 +21,8 @@ def registry(tmp_path_factory):
     from mlflow import MlflowClient
 
     from datamint_lightning.packaging.flavor import default_pip_requirements, log_model
-    from datamint_lightning.packaging.packager import (request_example, segmentation_specs,
-                                                       volume_segmentation_artifacts)
+    from datamint_lightning.packaging.packager import request_example, segmentation_specs
+    from datamint_lightning.packaging.volume_segmentation import volume_segmentation_artifacts
     from model_factories import TINY_3D_NETWORK, TINY_3D_SETTINGS, tiny_3d_network
     from datamint_lightning.serving.volume_model import DatamintVolumeSegmentationModel
 

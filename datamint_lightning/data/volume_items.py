@@ -57,3 +57,13 @@ def prepare_volume(project: Project, resource: Resource, lookup: np.ndarray, pre
     # The label values present are stored too, so a warm setup counts labels without reading the volumes.
     return cache.put(key, {"image": image.astype(np.float32), "label": label.astype(np.uint8),
                            "present": np.unique(label).astype(np.int64)})
+
+
+def cached_volume_shape(file: str | Path) -> tuple[int, ...]:
+    """The (z, y, x) shape of a volume cached by ``prepare_volume``, read from the array header only."""
+    import zipfile
+
+    with zipfile.ZipFile(file) as archive, archive.open("image.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return tuple(read_header(member)[0])

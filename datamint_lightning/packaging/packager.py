@@ -1,5 +1,6 @@
-"""Shared packaging pieces (request examples, spec + weights artifacts, annotation specs) and the 3D saver;
-each task's packaging lives in its own module (``segmentation.py``, ``classification.py``)."""
+"""Shared packaging pieces (request examples, spec + weights artifacts, annotation specs). Each task's own
+packaging lives beside it: ``packaging.segmentation`` (2D), ``packaging.volume_segmentation`` (3D),
+``packaging.classification``."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from datamint_lightning.training.metrics import DiceScore, PerPatientDice
 from datamint_lightning.networks import build_network
+from datamint_lightning.training.metrics import PerPatientDice, SegmentationScores
 
 
 class SegmentationModule(L.LightningModule):
@@ -26,10 +26,10 @@ class SegmentationModule(L.LightningModule):
         self.labels = list(labels)
         self.network_config = {"in_channels": 1, **dict(network), "classes": len(self.labels) + 1}
         self.net = self.build_network(self.network_config)
-        # ``<stage>/dice``: per-patient Dice over whole volumes, averaged over patients; ``<stage>/dice_pooled``:
-        # every voxel of the split pooled into one Dice.
+        # ``<stage>/dice``, ``<stage>/iou`` (and per label): per-patient values over whole volumes, averaged over
+        # patients; ``<stage>/dice_pooled``: every voxel of the split pooled into one Dice (torchmetrics).
         metrics = {f"{stage}_dice": PerPatientDice(len(self.labels) + 1) for stage in ("val", "test")}
-        metrics |= {f"{stage}_dice_pooled": DiceScore(len(self.labels) + 1) for stage in ("val", "test")}
+        metrics |= {f"{stage}_dice_pooled": SegmentationScores(self.labels) for stage in ("val", "test")}
         self.dice = torch.nn.ModuleDict(metrics)
 
     def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
@@ -64,16 +64,16 @@ class SegmentationModule(L.LightningModule):
 
     def _log_dice(self, stage: str) -> None:
         metric = self.dice[f"{stage}_dice"]
-        per_class = metric.compute().reshape(-1)  # torchmetrics squeezes a single class to 0-d
-        valid = per_class[~per_class.isnan()]
-        self.log(f"{stage}/dice", valid.mean() if len(valid) else torch.tensor(0.0), prog_bar=True)
-        for name, value in zip(self.labels, per_class):
-            self.log(f"{stage}/dice_{name}", torch.nan_to_num(value, nan=0.0))
+        for kind, per_class in (("dice", metric.compute()), ("iou", metric.compute_iou())):
+            per_class = per_class.reshape(-1)  # torchmetrics squeezes a single class to 0-d
+            valid = per_class[~per_class.isnan()]
+            self.log(f"{stage}/{kind}", valid.mean() if len(valid) else torch.tensor(0.0), prog_bar=kind == "dice")
+            for name, value in zip(self.labels, per_class):
+                self.log(f"{stage}/{kind}_{name}", torch.nan_to_num(value, nan=0.0))
         metric.reset()
-        pooled = self.dice[f"{stage}_dice_pooled"].compute().reshape(-1)
-        pooled = pooled[~pooled.isnan()]
-        self.log(f"{stage}/dice_pooled", pooled.mean() if len(pooled) else torch.tensor(0.0))
-        self.dice[f"{stage}_dice_pooled"].reset()
+        pooled = self.dice[f"{stage}_dice_pooled"]
+        self.log(f"{stage}/dice_pooled", pooled.compute(stage)[f"{stage}/dice"])
+        pooled.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")
