@@ -30,7 +30,7 @@ def layer_of(module: str) -> str:
     if not parts or parts[0] in TOP:
         return "top"
     head = parts[0]
-    if head in ("cli",):
+    if head in ("cli", "cli_help", "console"):
         return "cli"
     if head in ("config",):
         return "config"
