@@ -18,6 +18,11 @@ _WARNINGS = (
 )
 
 
+# MLflow loggers whose INFO lines repeat on every run ("Creating initial MLflow database tables...", "Started
+# monitoring system metrics.", ...).
+MLFLOW_CHATTER = ("mlflow.store.db.utils", "mlflow.system_metrics")
+
+
 class _DropMatching(logging.Filter):
     def __init__(self, pattern: re.Pattern):
         super().__init__()
@@ -41,5 +46,7 @@ def quiet_third_party(verbose: bool = False) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMatching) for f in logger.filters):
             logger.addFilter(_DropMatching(_LIGHTNING_NOISE))
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..." etc.
+    # MLflow sets the "mlflow" logger's level when it is imported (after this call), but leaves descendants alone.
+    for name in MLFLOW_CHATTER:
+        logging.getLogger(name).setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -102,7 +102,11 @@ def test_quiet_third_party_hides_library_chatter_unless_verbose(verbose, caplog)
 
     rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     filters = list(rank_zero_logger.filters)
-    mlflow_level = logging.getLogger("mlflow").level
+    import mlflow  # noqa: F401  (its import configures the "mlflow" logger: quiet_third_party must survive it)
+
+    from datamint_lightning.console import MLFLOW_CHATTER
+
+    levels = {name: logging.getLogger(name).level for name in MLFLOW_CHATTER}
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -120,5 +124,16 @@ def test_quiet_third_party_hides_library_chatter_unless_verbose(verbose, caplog)
         assert any("LeafSpec" in str(w.message) for w in caught) is verbose
     finally:
         rank_zero_logger.filters[:] = filters
-        logging.getLogger("mlflow").setLevel(mlflow_level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         assert not any(isinstance(f, _DropMatching) for f in rank_zero_logger.filters)
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_mlflow_chatter_stays_quiet_when_mlflow_is_imported_afterwards(verbose):
+    code = (f"from datamint_lightning.console import quiet_third_party\nquiet_third_party(verbose={verbose})\n"
+            "import logging, mlflow\n"
+            "logging.getLogger('mlflow.store.db.utils').info('Creating initial MLflow database tables...')\n")
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("Creating initial MLflow database tables" in result.stderr) is verbose

@@ -247,3 +247,38 @@ def test_readme_serve_command_works_in_a_new_shell(cli_run, training_dir, tmp_pa
         server.wait(timeout=30)
         log.close()
     assert {p.name for p in training_dir.iterdir()} == {"mlflow.db", "mlartifacts"}
+
+
+def test_evaluate_the_champion_links_metrics_to_its_logged_model(cli_run, training_dir, tiny_demo):
+    import mlflow
+
+    from datamint_lightning.data.volumes import read_nifti
+    from datamint_lightning.training.evaluate import evaluate
+
+    client, run, *_ = cli_run
+    uri = f"sqlite:///{training_dir / 'mlflow.db'}"
+    [evaluation] = evaluate([f"models:/{DEMO}@champion"], DEMO, split="val", tracking_uri=uri)
+    assert evaluation.cases and {"dice", "hd95", "surface_dice"} <= set(evaluation.cases[0])
+    for row in evaluation.cases:  # the reference is the project's own label map
+        resource = next(r for r in tiny_demo.resources if r.id == row["case"])
+        label, _ = read_nifti(tiny_demo.path(resource.label), dtype=np.int16)
+        assert row["reference_voxels"] == int((label == 1).sum()) and 0.0 <= row["dice"] <= 1.0
+    assert evaluation.summary["eval/dice"] == pytest.approx(np.mean([r["dice"] for r in evaluation.cases]))
+    evaluation_run = client.get_run(evaluation.run_id)
+    assert evaluation_run.info.experiment_id == run.info.experiment_id
+    assert evaluation_run.data.tags["datamint.run_kind"] == "evaluation"
+    ranked = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                         order_by=[{"field_name": "metrics.eval/dice", "ascending": False}])
+    linked = {(m.key, m.run_id) for model in ranked for m in model.metrics}
+    assert ("eval/dice", evaluation.run_id) in linked
+    assert ranked[0].model_id == evaluation.model.model_id
+
+
+
+def test_console_output_reads_well_in_a_log_file(cli_run):
+    *_, output = cli_run
+    lines = [line for line in output.splitlines() if "] - epoch " in line]
+    assert len(lines) == 2 and all("train/loss " in line and "val/dice " in line for line in lines), output[-3000:]
+    assert lines[0].split("] - ")[1].startswith("epoch 1/2  train/loss")
+    for noise in ("litlogger", "LeafSpec", "Downloading artifacts", "Creating initial MLflow database", "\r"):
+        assert noise not in output, noise

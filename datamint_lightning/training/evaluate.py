@@ -213,7 +213,7 @@ def evaluate(model_uris: list[str], project_name: str, split: str = "test", seed
 
     if not model_uris:
         raise ConfigError("evaluate needs at least one model=<models:/name@champion | models:/name/version>.")
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = tracking_uri or resolve_tracking_uri()  # an explicit argument wins over MLFLOW_TRACKING_URI
     check_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     project = ProjectStore().open(project_name)
