@@ -37,8 +37,7 @@ def cli_run(tiny_demo, training_dir, tmp_path_factory):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     # MLflow's default store and artifact folder, nothing else (the lock lives in DATAMINT_LIGHTNING_HOME)
     assert {p.name for p in training_dir.iterdir()} == {"mlflow.db", "mlartifacts"}
-    mlflow.set_tracking_uri(f"sqlite:///{training_dir / 'mlflow.db'}")
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(f"sqlite:///{training_dir / 'mlflow.db'}")  # no global state for other tests
     experiment = client.get_experiment_by_name(DEMO)
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     return client, runs[0], output_dir, result.stdout + result.stderr
@@ -88,7 +87,8 @@ def test_registered_version_and_flavor(cli_run):
     assert version.tags["datamint.logged_model_id"].startswith("m-")
     import mlflow
 
-    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{DEMO}/{version.version}"))
+    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{DEMO}/{version.version}",
+                                                         tracking_uri=client.tracking_uri))
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     flavor = mlmodel["flavors"]["datamint"]
     assert flavor["task_type"] == "image_segmentation"
@@ -104,7 +104,6 @@ def test_registered_version_and_flavor(cli_run):
 
 
 def test_prediction_in_a_fresh_process(cli_run, tmp_path):
-    import mlflow
     from PIL import Image
 
     from datamint_lightning.data.phantom import make_phantom
@@ -119,7 +118,7 @@ def test_prediction_in_a_fresh_process(cli_run, tmp_path):
     code = f"""
 import json, mlflow, numpy as np
 from pydicom.data import get_testdata_file
-mlflow.set_tracking_uri({mlflow.get_tracking_uri()!r})
+mlflow.set_tracking_uri({client.tracking_uri!r})
 model = mlflow.pyfunc.load_model("models:/{DEMO}/{version}")
 inputs = [{str(tmp_path / 'slice.png')!r}, get_testdata_file("CT_small.dcm"), np.load({str(tmp_path / 'slice.npy')!r})]
 out = model.predict(inputs)
@@ -258,6 +257,7 @@ def test_evaluate_the_champion_links_metrics_to_its_logged_model(cli_run, traini
     client, run, *_ = cli_run
     uri = f"sqlite:///{training_dir / 'mlflow.db'}"
     [evaluation] = evaluate([f"models:/{DEMO}@champion"], DEMO, split="val", tracking_uri=uri)
+    assert mlflow.get_tracking_uri() != uri  # the global tracking URI is left alone
     assert evaluation.cases and {"dice", "hd95", "surface_dice"} <= set(evaluation.cases[0])
     for row in evaluation.cases:  # the reference is the project's own label map
         resource = next(r for r in tiny_demo.resources if r.id == row["case"])

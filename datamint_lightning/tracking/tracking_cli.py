@@ -39,6 +39,11 @@ def _show(args: argparse.Namespace) -> int:
     project = active_project()
     print(f"tracking URI: {redact(uri)}{' (MLflow default: ./mlflow.db)' if uri == embedded_tracking_uri() else ''}")
     print(f"project:      {project.experiment_name if project else '(none: set DATAMINT_PROJECT_NAME)'}")
+    from datamint_lightning.paths import home_dir
+
+    legacy = home_dir() / "mlflow.db"  # where versions before MLflow's default store kept runs
+    if legacy.is_file() and f"sqlite:///{legacy}" != uri:
+        print(f"older runs:   {legacy} (mlflow ui --backend-store-uri sqlite:///{legacy})")
     return 0
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,7 @@ class ModelUnderTest:
     task_type: str
     labels: list[str]
     supported_modes: list[str]
+    local_path: str  # the model's folder on this machine
 
 
 @dataclass
@@ -47,13 +50,18 @@ class Evaluation:
     notes: list[str] = field(default_factory=list)
 
 
-def describe_model(uri: str) -> ModelUnderTest:
-    """Read the model's MLmodel (no weights); ``ConfigError`` when the URI does not resolve or is not ours."""
+def describe_model(uri: str, store_uri: str, workdir: str | Path) -> ModelUnderTest:
+    """Fetch the model from the store into ``workdir`` and read its MLmodel; ``ConfigError`` when the URI does not
+    resolve or is not a Datamint model. Explicit URIs throughout: nothing changes MLflow's global tracking URI."""
+    from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
     try:
-        mlmodel = Model.load(uri)
+        local = Path(uri) if Path(uri).is_dir() else Path(download_artifacts(
+            artifact_uri=uri, dst_path=str(Path(workdir) / str(len(list(Path(workdir).iterdir())))),
+            tracking_uri=store_uri, registry_uri=store_uri))
+        mlmodel = Model.load(str(local))
     except (MlflowException, OSError) as error:
         reason = str(error).splitlines()[0][:300]
         raise ConfigError(f"model={uri!r} does not resolve: {reason}. Use models:/<name>/<version>, "
@@ -64,7 +72,7 @@ def describe_model(uri: str) -> ModelUnderTest:
         raise ConfigError(f"model={uri!r} is not a Datamint model (its MLmodel has no 'datamint' flavor).")
     labels = [spec["identifier"] for spec in flavor.get("annotation_specs") or []]
     return ModelUnderTest(uri, getattr(mlmodel, "model_id", None), flavor.get("task_type", ""), labels,
-                          list(flavor.get("supported_modes") or []))
+                          list(flavor.get("supported_modes") or []), str(local))
 
 
 def check_compatible(model: ModelUnderTest, project) -> None:
@@ -206,8 +214,6 @@ def _mean(values) -> float:
 def evaluate(model_uris: list[str], project_name: str, split: str = "test", seed: int = 42,
              tolerance_mm: float = 2.0, tracking_uri: str | None = None, log_runs: bool = True) -> list[Evaluation]:
     """Evaluate each model on ``project_name``'s ``split``; returns the evaluations, best first."""
-    import mlflow
-
     from datamint_lightning.data.projects import ProjectStore
     from datamint_lightning.tracking.tracking_uri import check_tracking_uri, resolve_tracking_uri
 
@@ -215,9 +221,16 @@ def evaluate(model_uris: list[str], project_name: str, split: str = "test", seed
         raise ConfigError("evaluate needs at least one model=<models:/name@champion | models:/name/version>.")
     uri = tracking_uri or resolve_tracking_uri()  # an explicit argument wins over MLFLOW_TRACKING_URI
     check_tracking_uri(uri)
-    mlflow.set_tracking_uri(uri)
     project = ProjectStore().open(project_name)
-    models = [describe_model(model_uri) for model_uri in model_uris]   # every check before any prediction
+    with tempfile.TemporaryDirectory(prefix="datamint-evaluate-") as workdir:
+        models = [describe_model(model_uri, uri, workdir) for model_uri in model_uris]  # all checks first
+        return _evaluate_all(models, project, split, seed, tolerance_mm, uri, log_runs)
+
+
+def _evaluate_all(models: list[ModelUnderTest], project, split: str, seed: int, tolerance_mm: float, uri: str,
+                  log_runs: bool) -> list[Evaluation]:
+    import mlflow
+
     for model in models:
         check_compatible(model, project)
     resources = split_resources(project, split, seed)
@@ -226,7 +239,7 @@ def evaluate(model_uris: list[str], project_name: str, split: str = "test", seed
     evaluations = []
     for model in models:
         log.info("evaluate: %s on %s/%s (%d cases)", model.uri, project.name, split, len(resources))
-        loaded = mlflow.pyfunc.load_model(model.uri)
+        loaded = mlflow.pyfunc.load_model(model.local_path)
         if project.task == "segmentation":
             evaluation = evaluate_segmentation(loaded, model, project, resources, tolerance_mm)
         else:
