@@ -87,7 +87,7 @@ def test_registered_version_and_flavor(cli_run):
     assert version.tags["datamint.logged_model_id"].startswith("m-")
     import mlflow
 
-    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{DEMO}/{version.version}",
+    model_dir = Path(mlflow.artifacts.download_artifacts(client.get_model_version_download_uri(DEMO, version.version),
                                                          tracking_uri=client.tracking_uri))
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     flavor = mlmodel["flavors"]["datamint"]
