@@ -267,7 +267,7 @@ def test_evaluate_the_champion_links_metrics_to_its_logged_model(cli_run, traini
     evaluation_run = client.get_run(evaluation.run_id)
     assert evaluation_run.info.experiment_id == run.info.experiment_id
     assert evaluation_run.data.tags["datamint.run_kind"] == "evaluation"
-    ranked = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+    ranked = client.search_logged_models(experiment_ids=[run.info.experiment_id],
                                          order_by=[{"field_name": "metrics.eval/dice", "ascending": False}])
     linked = {(m.key, m.run_id) for model in ranked for m in model.metrics}
     assert ("eval/dice", evaluation.run_id) in linked
