@@ -57,9 +57,14 @@ def prepare_hydra() -> str:
     return str(conf_dir())
 
 
-def default_output_dir() -> Path:
-    """Where a Python-API run writes, mirroring Hydra's ``outputs/<date>/<time>`` run directories."""
-    return Path.cwd() / "outputs" / datetime.now().strftime("%Y-%m-%d") / datetime.now().strftime("%H-%M-%S-%f")
+def default_output_dir(task_name: str) -> Path:
+    """Where a Python-API run writes: the CLI's layout, ``outputs/<task>/runs/<date>_<time>`` (conf/hydra), with
+    a numeric suffix when two runs start within the same second."""
+    folder = Path.cwd() / "outputs" / task_name / "runs" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    candidate, number = folder, 1
+    while candidate.exists():
+        candidate, number = folder.with_name(f"{folder.name}-{number}"), number + 1
+    return candidate
 
 
 def compose_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()):
@@ -71,14 +76,19 @@ def compose_config(recipe: str, overrides: list[str] | tuple[str, ...] = ()):
 
     config_dir = prepare_hydra()
     overrides = [f"recipe={recipe}", *overrides]
-    if not any(o.startswith("paths.output_dir=") for o in overrides):
-        overrides.append(f"paths.output_dir={default_output_dir()}")
-    if GlobalHydra.instance().is_initialized():
-        return compose(PRIMARY_CONFIG, overrides=overrides)
     try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3", job_name="datamint_lightning"):
-            return compose(PRIMARY_CONFIG, overrides=overrides)
+        if GlobalHydra.instance().is_initialized():
+            cfg = compose(PRIMARY_CONFIG, overrides=overrides)
+        else:
+            with initialize_config_dir(config_dir=config_dir, version_base="1.3", job_name="datamint_lightning"):
+                cfg = compose(PRIMARY_CONFIG, overrides=overrides)
     except Exception as error:
         if type(error).__module__.startswith(("hydra", "omegaconf")):
             raise ConfigError(str(error)) from error
         raise
+    if not any(o.startswith("paths.output_dir=") for o in overrides):
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(default_output_dir(str(cfg.get("task_name") or "train")))
+    return cfg

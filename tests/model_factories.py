@@ -35,8 +35,9 @@ def tiny_3d_network(seed: int = 0, config: dict[str, Any] | None = None):
 
 
 def save_tiny_segmentation_model(path: str | Path, labels: tuple[str, ...] = ("liver",), image_size: int = 64,
-                                 network=None, model_settings: dict[str, Any] | None = None):
-    """Save a 2D ``DatamintSegmentationModel``; returns (network, preprocessing)."""
+                                 network=None, model_settings: dict[str, Any] | None = None, preprocessing=None):
+    """Save a 2D ``DatamintSegmentationModel`` (CT window unless ``preprocessing`` is given); returns
+    (network, preprocessing)."""
     import numpy as np
 
     from datamint_lightning.data.preprocessing import Preprocessing
@@ -46,7 +47,8 @@ def save_tiny_segmentation_model(path: str | Path, labels: tuple[str, ...] = ("l
 
     config = {**TINY_2D_NETWORK, "classes": len(labels) + 1}
     network = network if network is not None else tiny_2d_network(config=config)
-    preprocessing = Preprocessing(image_size=image_size)
+    preprocessing = preprocessing or Preprocessing(image_size=image_size)
+    image_size = preprocessing.image_size
     settings = {"need_gpu": False, "batch_size": 16, "input_size": [image_size, image_size], **(model_settings or {})}
     spec = {"network": config, "labels": list(labels), "preprocessing": preprocessing.to_dict(), "settings": settings}
     example = request_example(np.linspace(-200, 300, 32 * 32, dtype=np.float32).reshape(32, 32), {"mode": "image"})

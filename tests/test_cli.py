@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
 from helpers import run_cli, run_python
 
 
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path):
+    """``python -m datamint_lightning <args>`` run in this process (fast); returns (exit code, output)."""
+
+    def run(*args: str, env: dict[str, str] | None = None):
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "argv", ["datamint_lightning", *args])
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        from datamint_lightning.cli import main
+
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    return run
+
+
 def assert_clean_error(result, *fragments: str) -> None:
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
+    code, output = result if isinstance(result, tuple) else (result.returncode, result.stdout + result.stderr)
+    assert code != 0, output
     assert "Traceback" not in output, output
     for fragment in fragments:
         assert fragment in output, output
@@ -41,35 +64,35 @@ def test_cfg_job_shows_the_recipe():
 
 
 def test_missing_recipe():
+    """The one subprocess error test: nothing escapes as a traceback from a real process."""
     assert_clean_error(run_cli(), "choose a recipe with recipe=<name>", "liver_seg")
 
 
-def test_unknown_recipe():
-    assert_clean_error(run_cli("recipe=nope"), "Could not find 'recipe/nope'", "liver_seg")
+def test_unknown_recipe(cli):
+    assert_clean_error(cli("recipe=nope"), "Could not find 'recipe/nope'", "liver_seg")
 
 
-def test_unknown_config_key():
-    assert_clean_error(run_cli("recipe=liver_seg", "trainer.no_such_key=1"), "Key 'no_such_key' is not in struct")
+def test_unknown_config_key(cli):
+    assert_clean_error(cli("recipe=liver_seg", "trainer.no_such_key=1"), "Key 'no_such_key' is not in struct")
 
 
-def test_image_size_the_network_cannot_take():
-    assert_clean_error(run_cli("recipe=liver_seg", "data.image_size=100"),
+def test_image_size_the_network_cannot_take(cli):
+    assert_clean_error(cli("recipe=liver_seg", "data.image_size=100"),
                        "data.image_size=100", "multiple of 32", "(e.g. 96 or 128)")
 
 
-def test_unreachable_tracking_server():
-    result = run_cli("recipe=liver_seg", "trainer.max_epochs=1", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+def test_unreachable_tracking_server(cli):
+    result = cli("recipe=liver_seg", "trainer.max_epochs=1", env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
     assert_clean_error(result, "Cannot reach the MLflow tracking server at http://127.0.0.1:9")
 
 
-def test_malformed_tracking_uri():
-    assert_clean_error(run_cli("recipe=liver_seg", env={"MLFLOW_TRACKING_URI": "ftp://user:secret@host/x"}),
-                       "unsupported scheme 'ftp'")
-    result = run_cli("recipe=liver_seg", env={"MLFLOW_TRACKING_URI": "ftp://user:secret@host/x"})
-    assert "secret" not in result.stdout + result.stderr
+def test_malformed_tracking_uri(cli):
+    result = cli("recipe=liver_seg", env={"MLFLOW_TRACKING_URI": "ftp://user:secret@host/x"})
+    assert_clean_error(result, "unsupported scheme 'ftp'")
+    assert "secret" not in result[1]
 
 
 @pytest.mark.usefixtures("tiny_demo")
-def test_unknown_project_is_an_error_listing_projects():
-    result = run_cli("recipe=liver_seg", "data.project=Liver Segmentation")
+def test_unknown_project_is_an_error_listing_projects(cli):
+    result = cli("recipe=liver_seg", "data.project=Liver Segmentation")
     assert_clean_error(result, "No project named 'Liver Segmentation'", "'Liver CT Demo'")

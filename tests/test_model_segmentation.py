@@ -170,8 +170,10 @@ def test_file_inputs(saved, model, volume, tmp_path):
     assert [a[0]["scope"] for a in answer] == ["image", "volume", "volume", "image"]
     expected_png = reference(saved, np.asarray(Image.open(png), np.float32)[None], display_8bit=True)[0]
     np.testing.assert_array_equal(masks(answer[:1])[0], expected_png)
-    np.testing.assert_array_equal(masks(answer[1:2])[0], masks(answer[2:3])[0])  # NIfTI == NRRD
-    np.testing.assert_array_equal(masks(answer[1:2])[0], masks(model.predict([volume]))[0])
+    # Volume masks come back on each file's own array: NIfTI RAS (i, j, k), NRRD LPS (i, j, k); an array as sent.
+    display = masks(model.predict([volume]))[0]
+    np.testing.assert_array_equal(masks(answer[1:2])[0], np.stack([display_to_ras(m) for m in display]))
+    np.testing.assert_array_equal(masks(answer[2:3])[0], display.transpose(0, 3, 2, 1))
 
     from datamint_lightning.data.projects import Resource
 

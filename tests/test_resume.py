@@ -17,14 +17,18 @@ from helpers import REPO, session_env
 
 from datamint_lightning.errors import ConfigError, TrackingError
 
-ARGS = ["recipe=liver_seg", *TINY_OVERRIDES, "data.batch_size=2", "trainer.max_epochs=3",
-        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "packaging.enabled=false"]
+ARGS = ["recipe=liver_seg", *TINY_OVERRIDES, "data.batch_size=2", "trainer.max_epochs=4",
+        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "packaging.enabled=false",
+        # the monitored metric peaks in the first epoch, so Lightning alone would leave last.ckpt at its end
+        "callbacks.model_checkpoint.monitor=val/scripted", "callbacks.early_stopping=null",
+        "+callbacks.scripted._target_=scripted_metric.ScriptedMetric", "+callbacks.scripted.values=[0.9,0.5,0.4,0.3]"]
 
 
 def _env() -> dict[str, str]:
     """This session's environment without MLFLOW_* variables other tests may have leaked (set_experiment and
     set_tracking_uri export them): the trainings must use the session's store."""
-    return session_env()
+    tests = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
+    return session_env(PYTHONPATH=tests)  # scripted_metric.ScriptedMetric
 
 
 def _client() -> mlflow.MlflowClient:
@@ -41,7 +45,8 @@ def _run_of(client, output_dir: Path):
 
 @pytest.fixture(scope="module")
 def killed_run(tiny_demo, tmp_path_factory):
-    """A CLI training killed with SIGKILL in its second epoch; returns (run id, output dir, steps per epoch)."""
+    """A CLI training killed with SIGKILL in its third epoch of four, after the monitored metric stopped improving
+    (best: epoch 1); returns (run id, output dir, steps per epoch)."""
     import torch
 
     output_dir = tmp_path_factory.mktemp("killed")
@@ -61,7 +66,7 @@ def killed_run(tiny_demo, tmp_path_factory):
                     continue
             if run and per_epoch:
                 steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
-                if steps and max(steps) > per_epoch + 2:  # well inside epoch 1
+                if steps and max(steps) > 2 * per_epoch + 2:  # well inside the third epoch
                     break
         assert process.poll() is None, "training ended before it could be killed: " + \
             (output_dir.parent / "killed.log").read_text()[-3000:]
@@ -74,12 +79,17 @@ def killed_run(tiny_demo, tmp_path_factory):
 
 
 def test_killed_run_resumes_in_the_same_run(killed_run, tmp_path):
+    import torch
+
     run_id, output_dir, per_epoch = killed_run
     client = _client()
     assert client.get_run(run_id).info.status == "RUNNING"  # SIGKILL leaves no chance to write a status
     killed_steps = max(m.step for m in client.get_metric_history(run_id, "train/loss"))
     uploaded = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
     assert "checkpoints/last.ckpt" in uploaded  # what was written before the kill is in the run
+    # last.ckpt holds the end of the last completed epoch (2), not the best epoch (1)
+    last = torch.load(output_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert last["global_step"] == 2 * per_epoch
 
     command = [sys.executable, "-m", "datamint_lightning", *ARGS, f"hydra.run.dir={tmp_path / 'resumed'}",
                f"resume={run_id}"]
@@ -89,14 +99,15 @@ def test_killed_run_resumes_in_the_same_run(killed_run, tmp_path):
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     tags = run.data.tags
-    assert tags["resume.count"] == "1" and tags["resume.1.from_step"] == str(per_epoch)
+    assert tags["resume.count"] == "1" and tags["resume.1.from_step"] == str(2 * per_epoch)
     changed = json.loads(tags["resume.1.changed_params"])
     assert changed["resume"] == {"was": "None", "now": run_id}
-    assert run.data.params["trainer.max_epochs"] == "3"
-    steps = sorted(m.step for m in client.get_metric_history(run_id, "train/loss"))
-    assert steps[-1] == 3 * per_epoch - 1 and killed_steps < steps[-1]  # Lightning logs batch i at step i
-    assert set(range(3 * per_epoch)) <= set(steps)  # continuous, no restart from 0
-    assert len(client.get_metric_history(run_id, "val/dice")) == 3
+    assert run.data.params["trainer.max_epochs"] == "4"
+    history = client.get_metric_history(run_id, "train/loss")
+    steps = sorted(m.step for m in history)
+    assert steps == list(range(4 * per_epoch)), "each step of train/loss appears exactly once"
+    assert killed_steps < steps[-1]
+    assert len({m.step for m in client.get_metric_history(run_id, "val/scripted")}) == 4
     assert "test/dice" in run.data.metrics
     # the resumed training went on in the original checkpoint folder: top-k still evicts there and in the run
     on_disk = {f"checkpoints/{p.name}" for p in (output_dir / "checkpoints").glob("*.ckpt")}

@@ -71,7 +71,7 @@ def server(tmp_path_factory):
 
 
 def _overrides(tmp_path: Path, *extra: str) -> list[str]:
-    return [*TINY_OVERRIDES, "trainer.limit_val_batches=2", "tracking.retry_interval=1",
+    return [*TINY_OVERRIDES, "trainer.limit_val_batches=2", "tracking.retry_interval=1", "packaging.register_smoke_runs=true",
             "packaging.registered_model_name=server-test", f"paths.output_dir={tmp_path}", *extra]
 
 
@@ -124,8 +124,39 @@ def test_server_outage_mid_training_is_replayed_at_the_end_of_fit(tiny_demo, ser
     assert run.info.status == "FINISHED"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert sorted(steps) == list(range(len(steps))) and len(steps) >= 4  # none lost during the outage
-    assert len(client.get_metric_history(run.info.run_id, "val/dice")) == 2
+    assert len({m.step for m in client.get_metric_history(run.info.run_id, "val/dice")}) == 2
     checkpoints = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     on_disk = {f"checkpoints/{p.name}" for p in (tmp_path / "checkpoints").glob("*.ckpt")}
     assert checkpoints == on_disk
     assert results["registered_model_version"]
+
+
+def test_credentials_in_tracking_uris_leak_nowhere(tiny_demo, server, tmp_path):
+    """Credentials in both MLFLOW_TRACKING_URI and tracking.uri: neither secret reaches a file of the run
+    directory, an artifact, a param or tag, or the console (MLflow's "View run" line included)."""
+    from helpers import REPO
+
+    host = server.uri.removeprefix("http://")
+    run_dir = tmp_path / "run"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+           "MLFLOW_TRACKING_URI": f"http://envuser:ENVSECRET42@{host}"}
+    command = [sys.executable, "-m", "datamint_lightning", "recipe=liver_seg", *_overrides(run_dir),
+               f"tracking.uri=http://cfguser:CFGSECRET42@{host}", f"hydra.run.dir={run_dir}",
+               "packaging.registered_model_name=secret-test"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    assert "View run" in output  # MLflow printed its line, with the clean URI
+    secrets = ("ENVSECRET42", "CFGSECRET42")
+    assert not [s for s in secrets if s in output]
+    leaked = [str(p) for p in run_dir.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in secrets)]
+    assert not leaked, leaked
+    client = mlflow.MlflowClient(server.uri)
+    run = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                             f"tags.output_dir = '{run_dir}'")[0]
+    assert not [s for s in secrets if s in str(run.data.params) + str(run.data.tags)]
+    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=server.uri,
+                                                          dst_path=str(tmp_path / "artifacts")))
+    leaked = [str(p) for p in downloaded.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in secrets)]
+    assert not leaked, leaked
+    assert run.data.params["tracking.uri"] == f"http://***:***@{host}"

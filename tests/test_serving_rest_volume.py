@@ -90,14 +90,15 @@ def test_gzipped_nifti_volume_equals_local_prediction(server, local, tmp_path):
 
     path = tmp_path / "case.nii.gz"
     nib.save(nib.Nifti1Image(volume((36, 40, 10), seed=1), np.diag([0.9, 0.9, 2.5, 1.0])), str(path))
-    grid, spacing = read_nifti(path)  # the display-oriented (z, y, x) grid the answer must be on
+    display, spacing = read_nifti(path)
     item = {"data": base64.b64encode(path.read_bytes()).decode(), "mime_type": "application/x-nifti"}
     response = post(server, [item])  # default mode: volume
     assert response.status_code == 200, response.text
     answer = response.json()["predictions"][0]
-    mask = liver_mask(answer)
-    assert mask.shape == grid.shape == (10, 40, 36)
-    assert answer[0]["spacing"] == pytest.approx(list(spacing))
+    mask = liver_mask(answer)  # on the file's own (i, j, k) grid, which the answer describes
+    assert display.shape == (10, 40, 36) and mask.shape == (36, 40, 10) == tuple(answer[0]["grid"]["shape"])
+    assert answer[0]["spacing"] == pytest.approx([0.9, 0.9, 2.5]) == list(spacing)[::-1]
+    assert answer[0]["grid"]["orientation"] == "RAS" and answer[0]["grid"]["affine"][2][2] == pytest.approx(2.5)
     np.testing.assert_array_equal(mask, local.predict([str(path)])[0][0]["mask"])
 
 

@@ -24,7 +24,10 @@ class DatamintDataModule(L.LightningDataModule):
     ``split`` is fractions (``{'train': .8, 'val': .1, 'test': .1}``), explicit patient lists per split, or a JSON
     file; fraction splits are stored with the project the first time, so re-runs and DDP ranks agree.
     ``labels`` names label-map labels (segmentation) or classes (classification); None takes all of them.
-    ``intensity`` is ``ct_window``, ``percentile`` or ``auto`` (CT window for CT projects, percentiles otherwise).
+    ``intensity`` is ``ct_window``, ``percentile`` or ``auto`` (CT window for native-unit CT projects, percentiles
+    otherwise; see ``data/preprocessing.py`` for 8-bit pictures). ``empty_slice_fraction`` is the share of label-free
+    slices kept for training; val and test keep every slice, and their items carry ``patient_index`` (per-patient
+    3D Dice).
     ``*_transforms`` are per-split random transforms (MONAI dict transforms or ``_target_`` mappings); the
     training default is a mild augmentation for the task when ``augment`` is on.
     """
@@ -59,8 +62,9 @@ class DatamintDataModule(L.LightningDataModule):
         self.seed = seed
         self._intensity = (intensity, float(window_center), float(window_width))
         self._image_size = int(image_size)
-        self._preprocessing = None if intensity == "auto" else Preprocessing(
-            int(image_size), intensity, float(window_center), float(window_width))
+        if intensity != "auto":  # fail on a bad mode or window now, before any project is opened
+            Preprocessing(int(image_size), intensity, float(window_center), float(window_width))
+        self._preprocessing: Preprocessing | None = None
         self.empty_slice_fraction = empty_slice_fraction
         self.augment = augment
         self.num_workers = num_workers
@@ -88,11 +92,22 @@ class DatamintDataModule(L.LightningDataModule):
 
     @property
     def preprocessing(self) -> Preprocessing:
-        """The deterministic preprocessing (saved with the packaged model); ``auto`` resolves by modality."""
+        """The deterministic preprocessing (saved with the packaged model): ``auto`` resolves by modality and
+        source kind, and the kinds of source in the project (8-bit pictures, native values) are recorded."""
         if self._preprocessing is None:
             mode, center, width = self._intensity
-            modalities = {r.modality for r in self.open_project().resources}
-            self._preprocessing = Preprocessing(self._image_size, intensity_for(modalities), center, width)
+            resources = self.open_project().resources
+            pictures = [bool(r.metadata.get("display_8bit", False)) for r in resources]
+            if mode == "auto":
+                mode = intensity_for({r.modality for r in resources}, pictures=any(pictures))
+            self._preprocessing = Preprocessing(self._image_size, mode, center, width).with_sources(pictures)
+            if mode == "ct_window" and any(pictures):
+                import warnings
+
+                warnings.warn(f"data.intensity=ct_window but {sum(pictures)} of {len(pictures)} resources of project "
+                              f"{self.project_name!r} are 8-bit pictures: those are divided by 255 (a picture has no "
+                              "Hounsfield units), the window applies only to native-unit images. Use "
+                              "data.intensity=percentile (or auto) to map pictures and volumes alike.", stacklevel=2)
         return self._preprocessing
 
     def open_project(self) -> Project:
@@ -140,17 +155,22 @@ class DatamintDataModule(L.LightningDataModule):
             return self._build_volumes(split, resources)
         project, task = self.open_project(), self.task
         lookup = label_lookup(project, self.labels) if task == "segmentation" else None
+        # Only training samples empty slices: val/test keep every slice, so their Dice counts false positives
+        # on empty slices as a whole-volume Dice would.
+        empty_fraction = self.empty_slice_fraction if split == "train" else 1.0
+        patients = patient_indices(resources)
         images, targets, metadata = [], [], []
         for resource in resources:
             target = None if lookup is not None else class_target(project, resource, self.labels, task)
             if lookup is None and target is None:
                 continue  # multi-class: a class not requested
-            slices = extract_slices(project, resource, lookup, self.preprocessing, self.empty_slice_fraction,
+            slices = extract_slices(project, resource, lookup, self.preprocessing, empty_fraction,
                                     self.seed, self.cache_dir, self.axis)
             images.append(slices.images)
             count = len(slices.slice_indices)
             targets.append(slices.labels if lookup is not None else np.repeat(target[None], count, axis=0))
             metadata += [{"resource_id": resource.id, "patient_id": resource.patient_id,
+                          "patient_index": patients[resource.patient_id],
                           "slice_index": int(i), "axis": self.axis if resource.kind == "volume" else 0}
                          for i in slices.slice_indices]
         if not metadata:
@@ -173,7 +193,9 @@ class DatamintDataModule(L.LightningDataModule):
             for index, name in enumerate(self.labels, start=1):
                 counts[name] += int(index in present)
         self.label_counts[split] = counts
-        metadata = [{"resource_id": r.id, "patient_id": r.patient_id} for r in resources]
+        patients = patient_indices(resources)
+        metadata = [{"resource_id": r.id, "patient_id": r.patient_id, "patient_index": patients[r.patient_id]}
+                    for r in resources]
         return VolumeDataset(files, metadata, self._transform(split))
 
     def _transform(self, split: str):
@@ -261,6 +283,11 @@ class DatamintDataModule(L.LightningDataModule):
                 content_hashes=hashes, label_counts=self.label_counts.get(split), items=len(dataset),
                 item_shape=shape, preprocessing=self.preprocessing.to_dict(), root=project.root)
         return described
+
+
+def patient_indices(resources: list[Resource]) -> dict[str, int]:
+    """patient id -> 0..P-1 within a split (batches carry the index: per-patient metrics need a number)."""
+    return {patient: index for index, patient in enumerate(sorted({r.patient_id for r in resources}))}
 
 
 def _count_labels(targets: np.ndarray, labels: list[str], task: str) -> dict[str, int]:

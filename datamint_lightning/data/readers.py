@@ -1,7 +1,9 @@
 """Readers for clinical file formats, shared by the importers and the serving layer.
 
 Every reader returns arrays in the package's display orientation (see ``volumes.py``) and raises ``DataError``
-naming the file and the problem; pydicom, nrrd and Pillow are imported lazily.
+naming the file and the problem; pydicom, nrrd and Pillow are imported lazily. ``nrrd_volume`` and
+``dicom_series_volume`` also return the file's ``VoxelGrid``: the record of that reorientation, which maps
+results back onto the file's own array.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from datamint_lightning.data.volumes import Spacing, to_display
+from datamint_lightning.data.volumes import Spacing, VoxelGrid
 from datamint_lightning.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -98,10 +100,15 @@ class DicomSeries:
 
     def to_display(self, volume_krc: np.ndarray) -> tuple[np.ndarray, Spacing]:
         """This series' array, or a label map on its grid, in display orientation."""
+        grid = self.grid()
+        return grid.to_display(volume_krc), grid.display_spacing
+
+    def grid(self) -> VoxelGrid:
+        """The (slice, row, column) grid of this series: index -> RAS mm, slices in ``sop_uids`` order."""
         affine = np.eye(4)
-        affine[:3, :3], affine[:3, 3] = self.axes(), self.origin
+        affine[:3, :3], affine[:3, 3] = self.axes()[:, ::-1], self.origin  # columns step (k, r, c)
         affine[:2] *= -1  # LPS -> RAS
-        return to_display(volume_krc.transpose(2, 1, 0), affine)
+        return VoxelGrid.from_affine(self.array.shape, affine, "DICOM (slice, row, column)", self.sop_uids)
 
 
 def _order_slices(headers: list[tuple[Path, Any]], label: str) -> tuple[list[tuple[Path, Any]], float, np.ndarray]:
@@ -192,6 +199,12 @@ def group_dicom_series(paths: list[Path]) -> tuple[dict[str, list[Path]], dict[s
 
 def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
     """A folder of one DICOM series as (display array (z, y, x) float32 in modality units, spacing, metadata)."""
+    return dicom_series_volume(folder, series_uid)[:3]
+
+
+def dicom_series_volume(folder: str | Path, series_uid: str | None = None
+                        ) -> tuple[np.ndarray, Spacing, dict[str, Any], VoxelGrid]:
+    """``read_dicom_series`` plus the series' own voxel grid (to map results back to its slices)."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
     series, _, bad = group_dicom_series(files)
@@ -204,9 +217,9 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> tupl
         raise DataError(f"{folder} holds {len(series)} DICOM series ({', '.join(sorted(series))}); "
                         "pass series_uid to pick one.")
     loaded = load_dicom_series(next(iter(series.values())))
-    display, spacing = loaded.to_display(loaded.array)
+    grid = loaded.grid()
     metadata = {**loaded.metadata, "sha256": sha256_file(*loaded.files)}
-    return display.astype(np.float32, copy=False), spacing, metadata
+    return grid.to_display(loaded.array).astype(np.float32, copy=False), grid.display_spacing, metadata, grid
 
 
 # --------------------------------------------------------------------------------------------------- NRRD
@@ -219,6 +232,11 @@ _SPACE_ALIASES = {"ras": "right-anterior-superior", "las": "left-anterior-superi
 
 def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
     """An NRRD volume as (display array (z, y, x), spacing, metadata); Slicer segment names are kept."""
+    return nrrd_volume(path)[:3]
+
+
+def nrrd_volume(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any], VoxelGrid]:
+    """``read_nrrd`` plus the file's own voxel grid (pynrrd's default (i, j, k) index order)."""
     import nrrd
 
     try:
@@ -245,7 +263,8 @@ def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
     affine = np.eye(4)
     affine[:3, :3] = (directions[spatial] * signs).T
     affine[:3, 3] = np.asarray(header.get("space origin", np.zeros(3)), float) * signs
-    display, spacing = to_display(data, affine)
+    grid = VoxelGrid.from_affine(data.shape, affine, "pynrrd (i, j, k), index_order='F'")
+    display, spacing = grid.to_display(data), grid.display_spacing
     segments = {}
     for key, value in header.items():  # Slicer .seg.nrrd: Segment<N>_Name / Segment<N>_LabelValue
         if key.startswith("Segment") and key.endswith("_Name"):
@@ -255,7 +274,7 @@ def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
                 "original_spacing": list(spacing)}
     if segments:
         metadata["segments"] = segments
-    return display, spacing, metadata
+    return display, spacing, metadata, grid
 
 
 # --------------------------------------------------------------------------------------------------- 2D images

@@ -2,13 +2,16 @@
 
 Arrays are (z, y, x): axial slices, rows from anterior to posterior, columns from the patient's right to left
 (radiological convention, as DICOM and PNG slices are shown), slices from inferior to superior.
-NIfTI files are stored in RAS+ orientation.
+NIfTI files are stored in RAS+ orientation. ``VoxelGrid`` records how a file's array was permuted and flipped into
+display orientation (never resampled), so results can be put back on the file's own voxels exactly.
 """
 
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,17 +29,92 @@ def display_to_ras(display: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(display[:, ::-1, ::-1].transpose(2, 1, 0))
 
 
+# Display axis d follows the RAS axis DISPLAY_RAS[d][0], its index increasing in direction DISPLAY_RAS[d][1]
+# (+1: towards R/A/S): z towards superior, y towards posterior, x towards the patient's left.
+DISPLAY_RAS = ((2, 1), (1, -1), (0, -1))
+
+
+@dataclass(frozen=True)
+class VoxelGrid:
+    """A file's own voxel grid, and the axis permutation and flips that turned its array into display (z, y, x).
+
+    ``shape`` is the file's array shape in the order its usual reader gives (``array_order``: nibabel and pynrrd
+    give (i, j, k); a DICOM series is (slice, row, column) with slices in ``sop_instance_uids`` order). ``affine``
+    maps those indices to RAS mm. Reorientation only permutes and flips axes (never resamples), so ``to_file``
+    undoes ``to_display`` exactly: a mask predicted in display orientation lands on the file's voxels.
+    """
+
+    shape: tuple[int, ...]
+    affine: tuple[tuple[float, ...], ...]  # 4x4 voxel index -> RAS mm
+    axes: tuple[int, int, int]  # display axis d is file axis axes[d]
+    flips: tuple[bool, bool, bool]  # display axis d runs against that file axis
+    array_order: str = "(i, j, k)"
+    sop_instance_uids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_affine(cls, shape: tuple[int, ...], affine_ras: np.ndarray, array_order: str = "(i, j, k)",
+                    sop_instance_uids: tuple[str, ...] = ()) -> "VoxelGrid":
+        """The grid of an array of ``shape`` with voxel->RAS ``affine_ras``; axes go to the closest canonical
+        orientation, as ``nibabel.as_closest_canonical`` does."""
+        from nibabel.orientations import io_orientation
+
+        affine = np.asarray(affine_ras, dtype=float)
+        orientation = io_orientation(affine)  # per file axis: (RAS axis, +1/-1)
+        if np.isnan(orientation).any():
+            raise DataError(f"The voxel-to-patient affine {affine.tolist()} is degenerate; cannot orient the volume.")
+        axes, flips = [0, 0, 0], [False, False, False]
+        for file_axis, (ras_axis, sign) in enumerate(orientation):
+            display_axis = next(d for d, (ras, _) in enumerate(DISPLAY_RAS) if ras == int(ras_axis))
+            axes[display_axis], flips[display_axis] = file_axis, int(sign) != DISPLAY_RAS[display_axis][1]
+        return cls(tuple(int(n) for n in shape), tuple(tuple(float(v) for v in row) for row in affine),
+                   tuple(axes), tuple(flips), array_order, tuple(sop_instance_uids))
+
+    @classmethod
+    def identity(cls, shape: tuple[int, ...], spacing: Spacing | None = None) -> "VoxelGrid":
+        """An array that already is in display (z, y, x) orientation (e.g. sent as numbers)."""
+        sz, sy, sx = spacing or (1.0, 1.0, 1.0)
+        affine = np.array([[0, 0, -sx, 0], [0, -sy, 0, 0], [sz, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+        return cls.from_affine(shape, affine, "(z, y, x) as given")
+
+    @property
+    def spacing(self) -> Spacing:
+        """Voxel size in mm along the file's array axes."""
+        return tuple(float(v) for v in np.linalg.norm(np.asarray(self.affine)[:3, :3], axis=0))
+
+    @property
+    def display_spacing(self) -> Spacing:
+        return tuple(self.spacing[a] for a in self.axes)
+
+    def to_display(self, array: np.ndarray) -> np.ndarray:
+        """The file's array (or anything on its grid) in display (z, y, x) orientation."""
+        moved = np.transpose(np.asarray(array), self.axes)
+        return np.ascontiguousarray(np.flip(moved, [d for d in range(3) if self.flips[d]]))
+
+    def to_file(self, display: np.ndarray) -> np.ndarray:
+        """A display-oriented (z, y, x) array back on the file's grid, in its array order."""
+        flipped = np.flip(np.asarray(display), [d for d in range(3) if self.flips[d]])
+        return np.ascontiguousarray(np.transpose(flipped, np.argsort(self.axes)))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready: the file grid (shape, spacing, affine, orientation codes) and the display mapping."""
+        from nibabel.orientations import aff2axcodes
+
+        described = {"shape": list(self.shape), "spacing": list(self.spacing), "affine": [list(r) for r in self.affine],
+                     "orientation": "".join(aff2axcodes(np.asarray(self.affine))), "array_order": self.array_order,
+                     "display_axes": list(self.axes), "display_flips": list(self.flips)}
+        if self.sop_instance_uids:
+            described["sop_instance_uids"] = list(self.sop_instance_uids)
+        return described
+
+
 def to_display(data_ijk: np.ndarray, affine_ras: np.ndarray) -> tuple[np.ndarray, Spacing]:
     """Any voxel array (i, j, k) with a voxel->RAS affine, reoriented to display (z, y, x) and its spacing.
 
     Axes are permuted and flipped to the closest canonical (RAS+) orientation, never resampled, so an oblique
-    acquisition keeps its voxels; the original affine belongs in the resource metadata.
+    acquisition keeps its voxels; ``VoxelGrid.from_affine`` with the same affine maps results back.
     """
-    import nibabel as nib
-
-    image = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data_ijk), np.asarray(affine_ras, dtype=float)))
-    sx, sy, sz = (float(s) for s in image.header.get_zooms()[:3])
-    return ras_to_display(np.asanyarray(image.dataobj)), (sz, sy, sx)
+    grid = VoxelGrid.from_affine(np.shape(data_ijk), affine_ras)
+    return grid.to_display(data_ijk), grid.display_spacing
 
 
 def read_nifti(path: str | Path, dtype=np.float32, channel: int | None = None) -> tuple[np.ndarray, Spacing]:
@@ -69,6 +147,17 @@ def nifti_affine(path: str | Path) -> np.ndarray:
         return np.asarray(nib.load(str(path)).affine)
     except Exception as error:
         raise DataError(f"Cannot read NIfTI file {path}: {error}") from error
+
+
+def nifti_grid(path: str | Path) -> VoxelGrid:
+    """The voxel grid of a NIfTI file (header only), matching the display array ``read_nifti`` returns."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as error:
+        raise DataError(f"Cannot read NIfTI file {path}: {error}") from error
+    return VoxelGrid.from_affine(image.shape[:3], image.affine, "nibabel (i, j, k)")
 
 
 def compact(array: np.ndarray) -> np.ndarray:

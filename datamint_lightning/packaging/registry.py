@@ -68,7 +68,9 @@ def register(tracking_uri: str, model_uri: str, model_id: str | None, name: str,
         _ensure_registered_model(client, name)
         version = _version_of_run(client, name, run_id) if run_id else None
         if version is None:
-            version = client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags,
+            # the logged model's own location: resolving models:/<id> would ask MLflow's global store instead
+            source = client.get_logged_model(model_id).artifact_location if model_id else model_uri
+            version = client.create_model_version(name, source, run_id=run_id, tags=all_tags,
                                                   description=description, model_id=model_id)
         else:
             for key, value in all_tags.items():

@@ -58,10 +58,12 @@ class DatamintClassificationModel(DatamintModel):
                                resolve_batch_size(self.settings, batch_size), self.device)
 
     def _annotate(self, probs: np.ndarray, scope: str, threshold: float | None,
-                  extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                  extra: dict[str, Any] | None = None, display_8bit: bool = False) -> list[dict[str, Any]]:
         from datamint_lightning.serving.classification import category_annotations
+        from datamint_lightning.serving.segmentation import with_warning
 
-        return category_annotations(probs, self.labels, self.multilabel, threshold, scope, extra)
+        annotations = category_annotations(probs, self.labels, self.multilabel, threshold, scope, extra)
+        return with_warning(annotations, self.preprocessing.mismatch(display_8bit))
 
     @prediction_mode(PredictionMode.IMAGE, param_keys=COMMON_PARAMS, fallback_to_default=False)
     def predict_image(self, inputs: list[Any], confidence_threshold=None, threshold=None,
@@ -73,7 +75,7 @@ class DatamintClassificationModel(DatamintModel):
                 raise PredictionError(f"Mode 'image' takes 2D images; {item.source} is a volume of shape "
                                       f"{item.array.shape}. Use mode 'volume' or 'slice'.")
         probs = self._classify([i.array for i in inputs], [i.display_8bit for i in inputs], batch_size)
-        return [self._annotate(p, "image", threshold) for p in probs]
+        return [self._annotate(p, "image", threshold, display_8bit=i.display_8bit) for p, i in zip(probs, inputs)]
 
     @prediction_mode(PredictionMode.SLICE, param_keys=(*COMMON_PARAMS, "slice_index", "axis"),
                      fallback_to_default=False)

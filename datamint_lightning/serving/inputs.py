@@ -2,17 +2,20 @@
 
 Accepted items: file paths (PNG/JPEG/TIFF/BMP, a DICOM file or a DICOM series folder, NIfTI, NRRD), numpy arrays
 ((H, W) image, (Z, H, W) volume, taken in modality units), the project's ``Resource`` objects (with an absolute
-path or a project root), and the JSON request dicts of ``rest.py``. Volumes are (z, y, x) in display orientation.
+path or a project root), and the JSON request dicts of ``rest.py``. Volumes are (z, y, x) in display orientation,
+and keep the file's own voxel grid (``VoxelGrid``: shape, spacing, affine, the permutation and flips applied on
+read) so volume predictions can be put back on the file's voxels exactly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from datamint_lightning.data.volumes import VoxelGrid
 from datamint_lightning.errors import PredictionError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -29,10 +32,19 @@ class ImageInput:
 
 @dataclass(frozen=True)
 class VolumeInput:
-    array: np.ndarray  # (Z, H, W) float32
+    array: np.ndarray  # (Z, H, W) float32, display orientation
     spacing: tuple[float, float, float] | None
     source: str
     primary_slice: int | None = None  # the slice a reader flagged as key (else the middle one is used)
+    grid: VoxelGrid | None = None  # the file's voxel grid; None: the array was given as (z, y, x) numbers
+
+    def voxel_grid(self) -> VoxelGrid:
+        """Where results go back to: the file's grid, or the array itself when it came as numbers."""
+        return self.grid or VoxelGrid.identity(self.array.shape, self.spacing)
+
+    def to_input_grid(self, display: np.ndarray) -> np.ndarray:
+        """A (Z, H, W) result in display orientation, back on the input's own voxel grid and array order."""
+        return self.voxel_grid().to_file(display)
 
 
 def from_array(array: np.ndarray, source: str, spacing: Any = None) -> ImageInput | VolumeInput:
@@ -66,7 +78,7 @@ def load_resource(resource: Any, index: int) -> ImageInput | VolumeInput:
                               "pass project.path(resource.image) instead.")
     loaded = load_path(path)
     if isinstance(loaded, VolumeInput) and loaded.spacing is None and resource.spacing:
-        return VolumeInput(loaded.array, check_spacing(resource.spacing, loaded.source), loaded.source)
+        return replace(loaded, spacing=check_spacing(resource.spacing, loaded.source))
     return loaded
 
 
@@ -75,22 +87,23 @@ def load_path(path: Path) -> ImageInput | VolumeInput:
         raise PredictionError(f"Input file {path} does not exist.")
     name = path.name.lower()
     if path.is_dir():
-        from datamint_lightning.data.readers import read_dicom_series
+        from datamint_lightning.data.readers import dicom_series_volume
 
-        array, spacing = read_dicom_series(path)[:2]
-        return VolumeInput(np.asarray(array, np.float32), check_spacing(spacing, str(path)), str(path))
+        array, spacing, _, grid = dicom_series_volume(path)
+        return VolumeInput(np.asarray(array, np.float32), check_spacing(spacing, str(path)), str(path), grid=grid)
     if name.endswith(IMAGE_SUFFIXES):
         return _load_picture(path)
     if name.endswith(NIFTI_SUFFIXES):
-        from datamint_lightning.data.volumes import read_nifti
+        from datamint_lightning.data.volumes import nifti_grid, read_nifti
 
         volume, spacing = read_nifti(path)
-        return VolumeInput(volume, spacing, str(path))
+        return VolumeInput(volume, spacing, str(path), grid=nifti_grid(path))
     if name.endswith(NRRD_SUFFIXES):
-        from datamint_lightning.data.readers import read_nrrd
+        from datamint_lightning.data.readers import nrrd_volume
 
-        array, spacing = read_nrrd(path)[:2]
-        return from_array(np.asarray(array, np.float32), str(path), spacing)
+        array, spacing, _, grid = nrrd_volume(path)
+        loaded = from_array(np.asarray(array, np.float32), str(path), spacing)
+        return replace(loaded, grid=grid) if isinstance(loaded, VolumeInput) else loaded
     return _load_dicom(path)
 
 

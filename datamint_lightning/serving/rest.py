@@ -22,6 +22,7 @@ import binascii
 import os
 import tempfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,7 @@ def _with_hints(loaded: ImageInput | VolumeInput, item: dict[str, Any], source: 
         return loaded
     spacing = check_spacing(item.get("spacing"), source) or loaded.spacing
     primary = item.get("primary_slice")
-    return VolumeInput(loaded.array, spacing, loaded.source, None if primary is None else int(primary))
+    return replace(loaded, spacing=spacing, primary_slice=None if primary is None else int(primary))
 
 
 def _b64(text: Any, name: str) -> bytes:
@@ -118,7 +119,7 @@ def _from_bytes(data: bytes, mime_type: Any, source: str) -> ImageInput | Volume
         if suffix == ".zip":
             path = _unzip(path, Path(folder) / "series", source)
         loaded = load_path(path)
-    return type(loaded)(**{**loaded.__dict__, "source": f"{source} ({mime_type})"})
+    return replace(loaded, source=f"{source} ({mime_type})")
 
 
 def _unzip(archive: Path, target: Path, source: str) -> Path:

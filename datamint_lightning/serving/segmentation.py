@@ -51,3 +51,24 @@ def mask_annotations(label_map: np.ndarray, probabilities: np.ndarray, labels: l
         annotations.append({"type": "segmentation", "identifier": name, "label": name, "scope": scope,
                             "mask": mask.astype(np.uint8), "confidence": round(confidence, 6), **(extra or {})})
     return annotations
+
+
+def on_input_grid(annotations: list[dict[str, Any]], volume) -> list[dict[str, Any]]:
+    """Volume annotations with their (Z, H, W) display-oriented masks put back on the input's own voxel grid
+    (the file's array order: nibabel/pynrrd (i, j, k), DICOM (slice, row, column)), each saying which grid
+    (``grid``: shape, spacing, affine, orientation codes, array order, and for DICOM the SOP instance UIDs) and
+    the mask's voxel size along its own axes (``spacing``; None for an array sent without one)."""
+    grid = volume.voxel_grid()
+    described = grid.describe()
+    spacing = list(grid.spacing) if volume.grid is not None or volume.spacing else None
+    for annotation in annotations:
+        annotation.update(mask=grid.to_file(annotation["mask"]), spacing=spacing, grid=described)
+    return annotations
+
+
+def with_warning(annotations: list[dict[str, Any]], warning: str | None) -> list[dict[str, Any]]:
+    """Attach a preprocessing mismatch (see ``Preprocessing.mismatch``) to every annotation of one input."""
+    if warning:
+        for annotation in annotations:
+            annotation["preprocessing_warning"] = warning
+    return annotations

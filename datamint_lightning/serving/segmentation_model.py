@@ -1,7 +1,9 @@
 """``DatamintSegmentationModel``: the packaged 2D segmentation model, rebuilt from config + weights.
 
 Images are segmented in batches; volumes are bridged slice by slice along ``axis`` (modes ``volume``,
-``slice``, ``slice_range``, ``primary_slice``), with masks on the input's own grid.
+``slice``, ``slice_range``, ``primary_slice``). Mode ``volume`` answers masks on the input file's own voxel grid
+and array order (described under each annotation's ``grid``); slice modes answer 2D masks of slices taken in
+display orientation (``slice_index`` along ``axis`` of the (z, y, x) display array).
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ class DatamintSegmentationModel(DatamintModel):
                               resolve_batch_size(self.settings, batch_size), self.device)
 
     def _annotate(self, label_map: np.ndarray, probs: np.ndarray, scope: str, threshold: float | None,
-                  extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        from datamint_lightning.serving.segmentation import mask_annotations
+                  extra: dict[str, Any] | None = None, display_8bit: bool = False) -> list[dict[str, Any]]:
+        from datamint_lightning.serving.segmentation import mask_annotations, with_warning
 
-        return mask_annotations(label_map, probs, self.labels, scope, threshold, extra)
+        annotations = mask_annotations(label_map, probs, self.labels, scope, threshold, extra)
+        return with_warning(annotations, self.preprocessing.mismatch(display_8bit))
 
     @prediction_mode(PredictionMode.IMAGE, param_keys=COMMON_PARAMS, fallback_to_default=False)
     def predict_image(self, inputs: list[Any], confidence_threshold=None, threshold=None,
@@ -90,20 +93,24 @@ class DatamintSegmentationModel(DatamintModel):
         for (_, display_8bit), indices in groups.items():
             label_maps, probs = self._segment(np.stack([inputs[i].array for i in indices]), display_8bit, batch_size)
             for position, index in enumerate(indices):
-                results[index] = self._annotate(label_maps[position], probs[position], "image", threshold)
+                results[index] = self._annotate(label_maps[position], probs[position], "image", threshold,
+                                                display_8bit=display_8bit)
         return results
 
     @prediction_mode(PredictionMode.VOLUME, param_keys=(*COMMON_PARAMS, "axis"), fallback_to_default=False)
     def predict_volume(self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None,
                        axis=0) -> Annotations:
-        """Every slice along ``axis``; masks have the volume's (Z, H, W) grid."""
+        """Every slice along ``axis`` (of the display orientation); masks on the input file's own voxel grid."""
+        from datamint_lightning.serving.segmentation import on_input_grid
+
         threshold, axis = resolve_threshold(self.settings, confidence_threshold, threshold), check_axis(axis)
         results = []
         for item in inputs:
             volume = require_volume(item, "volume")
             label_map, probs = self._segment(slice_stack(volume.array, axis), False, batch_size)
-            results.append(self._annotate(restore_axis(label_map, axis), restore_axis(probs, axis, class_axis=True),
-                                          "volume", threshold, {"axis": axis}))
+            annotations = self._annotate(restore_axis(label_map, axis), restore_axis(probs, axis, class_axis=True),
+                                         "volume", threshold, {"axis": axis})
+            results.append(on_input_grid(annotations, volume))
         return results
 
     @prediction_mode(PredictionMode.SLICE, param_keys=(*COMMON_PARAMS, "slice_index", "axis"),

@@ -1,12 +1,15 @@
 """``DatamintVolumeSegmentationModel``: a packaged 3D segmentation network (MONAI), predicted by sliding window.
 
 Artifacts: ``model_spec`` (JSON: ``network`` = ``{"arch": "UNet", ...}`` MONAI constructor arguments, ``labels``,
-``settings`` = ``ModelSettings`` with the window size as ``input_size``) and ``weights`` (safetensors).
+``settings`` = ``ModelSettings`` with the window size as ``input_size`` and the training ``Preprocessing`` dict as
+``intensity``) and ``weights`` (safetensors). Mode ``volume`` answers masks on the input file's own voxel grid
+(each annotation's ``grid`` says which); mode ``slice`` answers one axial slice of the display orientation.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +33,8 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         self.spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
         self.labels: list[str] = list(self.spec["labels"])
         self.settings = ModelSettings.from_dict(self.spec.get("settings"))
+        if self.spec.get("preprocessing"):  # the training Preprocessing dict wins over a settings intensity
+            self.settings = replace(self.settings, intensity=dict(self.spec["preprocessing"]))
         self.network = load_network(self.spec["network"], context.artifacts[WEIGHTS_ARTIFACT], library="monai")
 
     def _segment(self, item: Any, mode: str, batch_size: Any):
@@ -46,14 +51,14 @@ class DatamintVolumeSegmentationModel(DatamintModel):
     def predict_volume(self, inputs: list[Any], confidence_threshold=None, threshold=None,
                        batch_size=None) -> Annotations:
         """Each volume whole; ``batch_size`` is the number of windows per forward pass."""
-        from datamint_lightning.serving.segmentation import mask_annotations
+        from datamint_lightning.serving.segmentation import mask_annotations, on_input_grid
 
         threshold = resolve_threshold(self.settings, confidence_threshold, threshold)
         results = []
         for item in inputs:
             volume, (label_map, probs) = self._segment(item, "volume", batch_size)
-            extra = {"spacing": list(volume.spacing) if volume.spacing else None}
-            results.append(mask_annotations(label_map, probs, self.labels, "volume", threshold, extra, class_axis=0))
+            annotations = mask_annotations(label_map, probs, self.labels, "volume", threshold, class_axis=0)
+            results.append(on_input_grid(annotations, volume))
         return results
 
     @prediction_mode(PredictionMode.SLICE,

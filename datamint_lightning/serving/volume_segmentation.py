@@ -14,19 +14,18 @@ from datamint_lightning.serving.settings import ModelSettings
 
 
 def normalize_intensity(volume: np.ndarray, intensity: dict[str, Any] | None) -> np.ndarray:
-    """``ct_window`` (center/width to [0, 1]), ``percentile`` (0.5-99.5 % of the volume to [0, 1]),
-    ``zscore`` (zero mean, unit variance) or none."""
+    """float32 network input from a raw volume. ``intensity`` is a ``Preprocessing`` dict (``ct_window`` or
+    ``percentile``: exactly the training mapping, from the one implementation in ``data.preprocessing``),
+    ``{"intensity": "zscore"}`` (zero mean, unit variance) or none."""
+    from datamint_lightning.data.preprocessing import INTENSITY_MODES, Preprocessing
+
     config = dict(intensity or {})
     mode = config.get("intensity", "none")
     volume = np.asarray(volume, dtype=np.float32)
-    if mode == "ct_window":
-        center, width = float(config.get("window_center", 60.0)), float(config.get("window_width", 400.0))
-        return np.clip((volume - (center - width / 2)) / width, 0.0, 1.0)
-    if mode == "percentile":
-        low, high = np.percentile(volume, (0.5, 99.5))
-        return np.clip((volume - low) / max(high - low, 1e-6), 0.0, 1.0)
+    if mode in INTENSITY_MODES:
+        return Preprocessing.from_dict({**config, "image_size": None}).normalize_volume(volume)
     if mode == "zscore":
-        return (volume - volume.mean()) / max(float(volume.std()), 1e-6)
+        return ((volume - volume.mean()) / max(float(volume.std()), 1e-6)).astype(np.float32, copy=False)
     if mode in ("none", None):
         return volume
     raise ConfigError(f"model_settings intensity={mode!r} is not one of ct_window, percentile, zscore, none.")

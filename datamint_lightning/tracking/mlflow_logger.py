@@ -17,6 +17,9 @@ class ResilientMLFlowLogger(MLFlowLogger):
         kwargs.setdefault("log_model", False)  # checkpoints are uploaded by MLflowModelCheckpoint as written
         super().__init__(tracking_uri=recorder.tracking_uri, run_id=recorder.run_id, **kwargs)
         self.recorder = recorder
+        # On resume: the last step already in the run per metric. The killed process logged some steps after its
+        # last checkpoint; the resumed one trains them again, and a metric step must never appear twice.
+        self.logged_through: dict[str, int] = {}
         if experiment_id is not None:
             # Known up front: Lightning's setup then never needs the (possibly unreachable) server for it, and
             # MLFlowLogger skips its global mlflow.set_tracking_uri call.
@@ -25,9 +28,12 @@ class ResilientMLFlowLogger(MLFlowLogger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        step = step or 0
         clean = {re.sub("[^a-zA-Z0-9_/. -]+", "", self._prefix + k if self._prefix else k): float(v)
                  for k, v in metrics.items() if not isinstance(v, str)}
-        self.recorder.log_metrics(clean, step or 0)
+        clean = {k: v for k, v in clean.items() if step > self.logged_through.get(k, -1)}
+        if clean:
+            self.recorder.log_metrics(clean, step)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:

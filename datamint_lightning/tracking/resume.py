@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from datamint_lightning.errors import ConfigError, TrackingError
+from datamint_lightning.tracking import tags as T
 
 
 @dataclass(frozen=True)
@@ -32,14 +33,14 @@ def find_resume_point(tracking_uri: str, run_id: str, task: str, download_dir: s
     except MlflowException:
         raise TrackingError(f"Cannot resume: there is no run {run_id!r} in {redact(tracking_uri)}.") from None
     tags = run.data.tags
-    if tags.get("task") and tags["task"] != task:
-        raise ConfigError(f"Cannot resume run {run_id} with {task}: it was trained by {tags['task']}.")
-    folder = tags.get("checkpoint.dir")
-    for key in ("checkpoint.last", "checkpoint.best"):
+    if tags.get(T.TASK) and tags[T.TASK] != task:
+        raise ConfigError(f"Cannot resume run {run_id} with {task}: it was trained by {tags[T.TASK]}.")
+    folder = tags.get(T.CHECKPOINT_DIR)
+    for key in (T.CHECKPOINT_LAST, T.CHECKPOINT_BEST):
         name = Path(tags.get(key, "")).name
         if name and folder and (Path(folder) / name).is_file():
             return ResumePoint(run_id, str(Path(folder) / name), folder)
-    for key in ("checkpoint.last", "checkpoint.best"):
+    for key in (T.CHECKPOINT_LAST, T.CHECKPOINT_BEST):
         if tags.get(key):
             Path(download_dir).mkdir(parents=True, exist_ok=True)
             path = client.download_artifacts(run_id, tags[key], str(download_dir))
@@ -81,8 +82,8 @@ def record_resume(client, run_id: str, flat_params: dict[str, str], checkpoint: 
     for start in range(0, len(new), 100):
         client.log_batch(run_id, params=new[start:start + 100])
     changed = {k: {"was": old[k], "now": v} for k, v in flat_params.items() if k in old and old[k] != v}
-    count = int(run.data.tags.get("resume.count", "0")) + 1
-    client.set_tag(run_id, "resume.count", str(count))
+    count = int(run.data.tags.get(T.RESUME_COUNT, "0")) + 1
+    client.set_tag(run_id, T.RESUME_COUNT, str(count))
     client.set_tag(run_id, f"resume.{count}.checkpoint", Path(checkpoint).name)
     client.set_tag(run_id, f"resume.{count}.from_step", str(step))
     if changed:

@@ -140,6 +140,8 @@ class TrackedRun:
                                     retry_interval=plan.retry_interval)
         self.logger = ResilientMLFlowLogger(self.recorder, experiment_id=self.experiment_id)
         self.logger.task = plan.task  # MLflowModelCheckpoint stamps it into checkpoints (resume checks it)
+        if plan.resume_run_id and self.owner:
+            self.logger.logged_through = _last_logged_steps(client, self.run_id)
 
     def _create(self) -> str:
         from mlflow import MlflowClient
@@ -246,6 +248,12 @@ class TrackedRun:
         return {"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}
 
 
+def _last_logged_steps(client, run_id: str) -> dict[str, int]:
+    """The last step of each metric already in the run (what a resumed training must not log again)."""
+    return {key: max(m.step for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics}
+
+
 def _error_text(error: BaseException) -> str:
     return redact_text(f"{type(error).__name__}: {error}")[:5000]
 
@@ -270,7 +278,9 @@ def _scoped_environment(values: dict[str, str], keep_existing: bool = False):
 @contextlib.contextmanager
 def _scoped_mlflow_uri(uri: str):
     """MLflow's fluent calls (``Model.log``, ``models:/`` loading) use its global URI: point it at this run's
-    store while the run is open, then put back what the caller had (the global and the variable it exports)."""
+    store while the run is open. Afterwards a caller's own choice is put back; a caller who had chosen none (a
+    notebook) keeps this store, so ``mlflow.pyfunc.load_model("models:/...")`` right after ``fit()`` finds the
+    model. The exported ``MLFLOW_*_URI`` variables are always restored."""
     import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
@@ -283,8 +293,9 @@ def _scoped_mlflow_uri(uri: str):
         try:
             yield
         finally:
-            mlflow.set_tracking_uri(previous)
-            mlflow.set_registry_uri(previous_registry)
+            if previous is not None:
+                mlflow.set_tracking_uri(previous)
+                mlflow.set_registry_uri(previous_registry)
 
 
 class _RedactingFormatter(logging.Formatter):

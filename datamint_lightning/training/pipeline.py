@@ -30,10 +30,11 @@ def run_task(task) -> dict[str, Any]:
 
     cfg = task.cfg
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    uri = checked_tracking_uri(cfg)                     # a malformed or unreachable store fails first
     datamodule = task.build_datamodule()
     module = task.build_module(datamodule)
     task.validate(datamodule, module)                   # everything that needs no run, before one exists
-    plan = plan_run(task, datamodule, module)           # the store answers; the resume target fits the module
+    plan = plan_run(task, datamodule, module, uri)      # names, config record, resume target checked
     with TrackedRun(plan) as run:                       # FINISHED / FAILED (error tagged) / KILLED, always
         announce_store(run)
         trainer = task.build_lightning_trainer(run.logger, task.build_callbacks())
@@ -58,6 +59,7 @@ def run_task(task) -> dict[str, Any]:
                 log.warning("MLflow store unreachable at the end of training: the model was not packaged or "
                             "registered; checkpoints are in %s.", checkpoint.dirpath)
         results["journal"] = str(run.recorder.journal.path) if run.recorder.pending else None
+        results["tracking_failures"] = list(run.recorder.failures)
     results["run_status"] = run.status
     return results
 
@@ -71,17 +73,22 @@ def announce_store(run) -> None:
     log.info("MLflow: %s", run.describe())
 
 
-def plan_run(task, datamodule, module):
-    """The ``RunPlan``: store checked, resume target found and checked, config recorded with secrets redacted."""
+def checked_tracking_uri(cfg) -> str:
+    from datamint_lightning.tracking.tracking_uri import check_tracking_uri, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.tracking.get("uri"))
+    check_tracking_uri(uri)
+    return uri
+
+
+def plan_run(task, datamodule, module, uri: str):
+    """The ``RunPlan``: names, config recorded with secrets redacted, resume target found and checked."""
     from datamint_lightning.packaging.registry import validate_model_name
     from datamint_lightning.tracking.session import RunPlan
-    from datamint_lightning.tracking.tracking_uri import check_tracking_uri, resolve_tracking_uri
 
     cfg = task.cfg
     if cfg.packaging.enabled and cfg.packaging.register:
         validate_model_name(task.registered_model_name(datamodule))
-    uri = resolve_tracking_uri(cfg.tracking.get("uri"))
-    check_tracking_uri(uri)
     config, config_yaml, overrides = config_record(cfg)
     project = datamodule.open_project()
     plan = RunPlan(tracking_uri=uri, experiment_name=task.experiment_name(datamodule), project_id=project.id,

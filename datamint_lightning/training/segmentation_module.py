@@ -8,7 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from datamint_lightning.training.metrics import DiceScore
+from datamint_lightning.training.metrics import DiceScore, PerPatientDice
 from datamint_lightning.networks import build_network
 
 
@@ -26,7 +26,10 @@ class SegmentationModule(L.LightningModule):
         self.labels = list(labels)
         self.network_config = {"in_channels": 1, **dict(network), "classes": len(self.labels) + 1}
         self.net = self.build_network(self.network_config)
-        metrics = {f"{stage}_dice": DiceScore(len(self.labels) + 1) for stage in ("val", "test")}
+        # ``<stage>/dice``: per-patient Dice over whole volumes, averaged over patients; ``<stage>/dice_pooled``:
+        # every voxel of the split pooled into one Dice.
+        metrics = {f"{stage}_dice": PerPatientDice(len(self.labels) + 1) for stage in ("val", "test")}
+        metrics |= {f"{stage}_dice_pooled": DiceScore(len(self.labels) + 1) for stage in ("val", "test")}
         self.dice = torch.nn.ModuleDict(metrics)
 
     def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
@@ -54,7 +57,10 @@ class SegmentationModule(L.LightningModule):
         logits = self(batch["image"])
         self.log(f"{stage}/loss", self.compute_loss(logits, target), on_epoch=True, sync_dist=True,
                  batch_size=len(target))
-        self.dice[f"{stage}_dice"].update(logits.argmax(dim=1), target)
+        preds = logits.argmax(dim=1)
+        patients = batch.get("patient_index", torch.zeros(len(target), dtype=torch.long))  # absent: one patient
+        self.dice[f"{stage}_dice"].update(preds, target, patients)
+        self.dice[f"{stage}_dice_pooled"].update(preds, target)
 
     def _log_dice(self, stage: str) -> None:
         metric = self.dice[f"{stage}_dice"]
@@ -64,6 +70,10 @@ class SegmentationModule(L.LightningModule):
         for name, value in zip(self.labels, per_class):
             self.log(f"{stage}/dice_{name}", torch.nan_to_num(value, nan=0.0))
         metric.reset()
+        pooled = self.dice[f"{stage}_dice_pooled"].compute().reshape(-1)
+        pooled = pooled[~pooled.isnan()]
+        self.log(f"{stage}/dice_pooled", pooled.mean() if len(pooled) else torch.tensor(0.0))
+        self.dice[f"{stage}_dice_pooled"].reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -20,7 +20,11 @@ def main(project: str = DEMO_PROJECT_NAME, max_epochs: int = 3) -> dict:
 
     import mlflow
 
-    model_uri = f"models:/{results['registered_model_name']}/{results['registered_model_version']}"
+    if results["registered_model_version"]:
+        model_uri = f"models:/{results['registered_model_name']}/{results['registered_model_version']}"
+    else:  # packaged and verified, but kept out of the registry (below packaging.min_score, or a smoke run)
+        print("not registered:", results["not_registered"])
+        model_uri = results["model_uri"]
     model = mlflow.pyfunc.load_model(model_uri)
     hu_slice = np.full((256, 256), -1000.0, dtype=np.float32)  # any (H, W) array in Hounsfield units
     annotations = model.predict([hu_slice])[0]

@@ -52,10 +52,12 @@ class FiniteGuard(L.Callback):
             return
         value = float(loss.detach())
         if not math.isfinite(value):
+            step = max(trainer.global_step - 1, 0)  # the optimizer step of this batch has been counted already
+            lr = getattr(pl_module.hparams, "lr", None)
             raise NonFiniteLossError(
-                f"The training loss became {value} at step {trainer.global_step} (epoch {trainer.current_epoch}, "
-                f"batch {batch_idx}); training stopped and nothing was registered. Lower model.lr (now "
-                f"{getattr(pl_module.hparams, 'lr', '?')}), set trainer.gradient_clip_val, or skip such batches "
+                f"The training loss became {value} at step {step} (epoch {trainer.current_epoch}, batch "
+                f"{batch_idx}); training stopped and nothing was registered. Lower model.lr"
+                f"{f' (now {lr})' if lr is not None else ''}, set trainer.gradient_clip_val, or skip such batches "
                 "with callbacks.finite_guard.action=skip.")
 
     def state_dict(self) -> dict:
