@@ -1,8 +1,8 @@
 """Shared fixtures: every test session gets its own home (project store) and MLflow store.
 
-Tests run with the checkout as working directory, where MLflow's default store (``./mlflow.db``, which a training
-without MLFLOW_TRACKING_URI uses) must never appear: the session exports MLFLOW_TRACKING_URI to its own store, and
-tests of the default store unset it in a subprocess started in a scratch folder (helpers.session_env).
+MLflow's default store (``./mlflow.db``, which a training without MLFLOW_TRACKING_URI uses) must never appear in
+the checkout: the session works in its home folder, so the default store is ``<home>/mlflow.db``, and subprocesses
+get that store explicitly (helpers.session_env).
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("dml_home")
     saved = {k: os.environ.get(k) for k in ("DATAMINT_LIGHTNING_HOME", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     os.environ["DATAMINT_LIGHTNING_HOME"] = str(home)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home / 'mlflow.db'}"
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    previous_cwd = os.getcwd()
+    os.chdir(home)  # MLflow's default store is then the session's store
     yield home
+    os.chdir(previous_cwd)
     stray = Path(__file__).resolve().parents[1] / "mlflow.db"
     assert not stray.exists(), f"a test wrote MLflow's default store into the checkout: {stray}"
     for key, value in saved.items():
