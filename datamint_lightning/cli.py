@@ -40,6 +40,9 @@ def _run(cfg) -> Any:
         print(f"error: choose a recipe with recipe=<name>; available: {', '.join(recipe_names())}", file=sys.stderr)
         raise SystemExit(2)
     _use_hydra_logging()
+    from datamint_lightning.console import quiet_third_party
+
+    quiet_third_party(verbose=bool(cfg.get("verbose")))
     _redact_hydra_files()
     try:
         results = train(cfg)
@@ -87,8 +90,10 @@ def _summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# Sub-commands handled outside Hydra: ``python -m datamint_lightning projects list`` and the like.
-SUBCOMMANDS = {"projects": "datamint_lightning.data.project_cli", "tracking": "datamint_lightning.tracking.tracking_cli"}
+# Sub-commands handled outside Hydra: ``python -m datamint_lightning projects list`` and the like (cli_help says
+# what each does in --help).
+SUBCOMMANDS = {"projects": "datamint_lightning.data.project_cli", "tracking": "datamint_lightning.tracking.tracking_cli",
+               "evaluate": "datamint_lightning.training.evaluate_cli"}
 
 
 def main() -> None:
@@ -98,7 +103,9 @@ def main() -> None:
         raise SystemExit(importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:]))
     import hydra
 
+    from datamint_lightning.cli_help import register_help_resolver
     from datamint_lightning.config import PRIMARY_CONFIG, prepare_hydra
 
+    register_help_resolver()
     app = hydra.main(config_path=prepare_hydra(), config_name=PRIMARY_CONFIG, version_base="1.3")(_run)
     app()

@@ -1,4 +1,9 @@
-"""Shared fixtures: every test session gets its own home (project store + embedded MLflow store)."""
+"""Shared fixtures: every test session gets its own home (project store) and MLflow store.
+
+MLflow's default store (``./mlflow.db``, which a training without MLFLOW_TRACKING_URI uses) must never appear in
+the checkout: the session works in its home folder, so the default store is ``<home>/mlflow.db``, and subprocesses
+get that store explicitly (helpers.session_env).
+"""
 
 from __future__ import annotations
 
@@ -37,7 +42,12 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["DATAMINT_LIGHTNING_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    previous_cwd = os.getcwd()
+    os.chdir(home)  # MLflow's default store is then the session's store
     yield home
+    os.chdir(previous_cwd)
+    stray = Path(__file__).resolve().parents[1] / "mlflow.db"
+    assert not stray.exists(), f"a test wrote MLflow's default store into the checkout: {stray}"
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

@@ -12,11 +12,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+def session_store_uri() -> str:
+    """The session's MLflow store (conftest exports it as MLFLOW_TRACKING_URI)."""
+    return f"sqlite:///{Path(os.environ['DATAMINT_LIGHTNING_HOME']) / 'mlflow.db'}"
+
+
+def session_env(**overrides: str | None) -> dict[str, str]:
+    """This session's environment with no MLFLOW_* variable but the session's store (module fixtures may have
+    exported others); ``NAME=None`` removes a variable, e.g. MLFLOW_TRACKING_URI=None for MLflow's default store."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = session_store_uri()
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m datamint_lightning <args>`` in a fresh process, from a scratch working directory."""
     return subprocess.run([sys.executable, "-m", "datamint_lightning", *args], cwd=cwd or tempfile.mkdtemp(),
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+                          env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None},
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def run_python(code: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

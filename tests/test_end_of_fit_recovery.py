@@ -10,14 +10,13 @@ import sys
 import mlflow
 import pytest
 from conftest import TINY_OVERRIDES
-from helpers import REPO
+from helpers import REPO, session_env, session_store_uri
 
 from datamint_lightning.packaging.registry import register
-from datamint_lightning.tracking.tracking_uri import embedded_tracking_uri
 
 
 def client() -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(embedded_tracking_uri(), registry_uri=embedded_tracking_uri())
+    return mlflow.MlflowClient(session_store_uri(), registry_uri=session_store_uri())
 
 
 def test_a_version_left_without_aliases_is_completed_not_duplicated(tiny_demo, tmp_path):
@@ -28,7 +27,7 @@ def test_a_version_left_without_aliases_is_completed_not_duplicated(tiny_demo, t
     model = client().create_logged_model(experiment, name="model", source_run_id=run_id)
     client().create_registered_model(name)
     client().create_model_version(name, model.artifact_location, run_id=run_id, model_id=model.model_id)
-    again = register(embedded_tracking_uri(), f"models:/{model.model_id}", model.model_id, name,
+    again = register(session_store_uri(), f"models:/{model.model_id}", model.model_id, name,
                      {"run_id": run_id}, score=0.7, metric="val/dice", run_id=run_id, description="card")
     versions = client().search_model_versions(f"name='{name}'")
     assert len(versions) == 1 and again.version == "1" and again.champion
@@ -36,7 +35,7 @@ def test_a_version_left_without_aliases_is_completed_not_duplicated(tiny_demo, t
     version = client().get_model_version(name, "1")
     assert version.tags["score"] == "0.7" and version.description == "card"
     # the same call once more (a replayed end of fit) changes nothing
-    register(embedded_tracking_uri(), f"models:/{model.model_id}", model.model_id, name, {}, score=0.7,
+    register(session_store_uri(), f"models:/{model.model_id}", model.model_id, name, {}, score=0.7,
              metric="val/dice", run_id=run_id)
     assert len(client().search_model_versions(f"name='{name}'")) == 1
 
@@ -44,8 +43,7 @@ def test_a_version_left_without_aliases_is_completed_not_duplicated(tiny_demo, t
 @pytest.mark.slow
 def test_a_kill_during_packaging_resumes_to_one_ready_version(tiny_demo, tmp_path):
     name = "killed-in-packaging"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
-           "PYTHONPATH": str(REPO / "tests")}
+    env = session_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])))
     args = [sys.executable, "-m", "datamint_lightning", "recipe=liver_seg", *TINY_OVERRIDES,
             "task._target_=kill_points.KillAtEndOfFit", f"packaging.registered_model_name={name}"]
     killed = subprocess.run([*args, f"hydra.run.dir={tmp_path / 'killed'}"], cwd=REPO, capture_output=True,

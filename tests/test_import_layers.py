@@ -30,11 +30,11 @@ def layer_of(module: str) -> str:
     if not parts or parts[0] in TOP:
         return "top"
     head = parts[0]
-    if head in ("cli",):
+    if head in ("cli", "cli_help"):
         return "cli"
     if head in ("config",):
         return "config"
-    if head in ("errors", "paths"):
+    if head in ("errors", "paths", "console"):
         return "base"
     return head
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import mlflow
 import pytest
 from conftest import TINY_OVERRIDES
+from helpers import session_store_uri
 
 from datamint_lightning.errors import PackagingError
 from datamint_lightning.packaging.registry import register
-from datamint_lightning.tracking.tracking_uri import embedded_tracking_uri as embedded_uri
 from datamint_lightning.training.segmentation_trainer import UNetPPTrainer
 
 NAME = "gate-test-model"
@@ -31,7 +31,7 @@ def failed_gate(tiny_demo, tmp_path_factory):
     trainer = HookedTrainer(overrides=overrides)
     with pytest.raises(PackagingError, match="disagrees") as error:
         trainer.fit()
-    client = mlflow.MlflowClient(embedded_uri())
+    client = mlflow.MlflowClient(session_store_uri())
     experiment = client.get_experiment_by_name(tiny_demo.name)
     run = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
     return client, run, error.value
@@ -49,7 +49,7 @@ def test_failed_gate_is_recorded_and_nothing_is_registered(failed_gate):
 def test_champion_moves_only_for_a_better_version(failed_gate):
     client, run, _ = failed_gate
     models = client.search_logged_models([run.info.experiment_id], f"source_run_id = '{run.info.run_id}'")
-    uri, model_id = embedded_uri(), models[0].model_id
+    uri, model_id = session_store_uri(), models[0].model_id
     name = "champion-policy-test"
 
     def register_version(score, policy="better"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import TINY_OVERRIDES
-from helpers import REPO
+from helpers import REPO, session_env
 
 from datamint_lightning.errors import ConfigError, TrackingError
 
@@ -26,9 +26,9 @@ ARGS = ["recipe=liver_seg", *TINY_OVERRIDES, "data.batch_size=2", "trainer.max_e
 
 def _env() -> dict[str, str]:
     """This session's environment without MLFLOW_* variables other tests may have leaked (set_experiment and
-    set_tracking_uri export them): the trainings must use the session's embedded store."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return {**env, "PYTHONPATH": str(REPO / "tests")}  # scripted_metric.ScriptedMetric
+    set_tracking_uri export them): the trainings must use the session's store."""
+    tests = os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")]))
+    return session_env(PYTHONPATH=tests)  # scripted_metric.ScriptedMetric
 
 
 def _client() -> mlflow.MlflowClient:

@@ -10,14 +10,14 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import TINY_OVERRIDES
-from helpers import REPO
+from helpers import REPO, session_env
 
 pytestmark = pytest.mark.slow
 
 
 def test_two_trainings_share_the_embedded_store(tiny_demo, tmp_path):
     outputs = [tmp_path / "a", tmp_path / "b"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # other tests may leak some
+    env = session_env()  # other tests may leak MLFLOW_* variables
     processes = [subprocess.Popen(
         [sys.executable, "-m", "datamint_lightning", "recipe=liver_seg", *TINY_OVERRIDES, "trainer.max_epochs=2",
          "packaging.registered_model_name=concurrent", f"hydra.run.dir={out}"],

@@ -8,9 +8,9 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import TINY_OVERRIDES
+from helpers import session_store_uri
 
 from datamint_lightning.errors import ConfigError, DataError, NonFiniteLossError, PackagingError
-from datamint_lightning.tracking.tracking_uri import embedded_tracking_uri
 from datamint_lightning.training.segmentation_trainer import UNetPPTrainer
 
 QUICK = [*TINY_OVERRIDES, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -18,7 +18,7 @@ QUICK = [*TINY_OVERRIDES, "trainer.limit_train_batches=2", "trainer.limit_val_ba
 
 
 def client() -> mlflow.MlflowClient:
-    return mlflow.MlflowClient(embedded_tracking_uri())
+    return mlflow.MlflowClient(session_store_uri())
 
 
 def all_runs() -> list:

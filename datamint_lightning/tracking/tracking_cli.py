@@ -1,4 +1,5 @@
-"""``python -m datamint_lightning tracking <command>``: replay an offline journal, show the MLflow setup."""
+"""``python -m datamint_lightning tracking <command>``: replay an offline journal, show the MLflow setup, print the
+export line that points another shell at the store."""
 
 from __future__ import annotations
 
@@ -40,8 +41,20 @@ def _show(args: argparse.Namespace) -> int:
 
     uri = resolve_tracking_uri()
     project = active_project()
-    print(f"tracking URI: {redact(uri)}{' (embedded default)' if uri == embedded_tracking_uri() else ''}")
+    print(f"tracking URI: {redact(uri)}{' (MLflow default: ./mlflow.db)' if uri == embedded_tracking_uri() else ''}")
     print(f"project:      {project.experiment_name if project else '(none: set DATAMINT_PROJECT_NAME)'}")
+    from datamint_lightning.paths import home_dir
+
+    legacy = home_dir() / "mlflow.db"  # where versions before MLflow's default store kept runs
+    if legacy.is_file() and f"sqlite:///{legacy}" != uri:
+        print(f"older runs:   {legacy} (mlflow ui --backend-store-uri sqlite:///{legacy})")
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    from datamint_lightning.tracking.store_guide import export_line, store_uri_for
+
+    print(export_line(store_uri_for(args.where)))
     return 0
 
 
@@ -55,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     replay.set_defaults(handler=_replay)
     show = commands.add_parser("show", help="print the tracking URI and the active project")
     show.set_defaults(handler=_show)
+    env = commands.add_parser("env", help="print the `export MLFLOW_TRACKING_URI=...` line for a store, to use "
+                                          "it from another folder: eval \"$(python -m datamint_lightning "
+                                          "tracking env <folder>)\"")
+    env.add_argument("where", nargs="?", help="the folder you trained in, or its mlflow.db (default: here; "
+                                              "MLFLOW_TRACKING_URI when set)")
+    env.set_defaults(handler=_env)
     args = parser.parse_args(argv)
     from datamint_lightning.errors import DatamintLightningError
 

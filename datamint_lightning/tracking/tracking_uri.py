@@ -1,4 +1,9 @@
-"""Choosing and checking the MLflow tracking URI: ``MLFLOW_TRACKING_URI``, the config, or the embedded store."""
+"""Choosing and checking the MLflow tracking URI: ``MLFLOW_TRACKING_URI``, the config, or the embedded store.
+
+The embedded store is MLflow's own default, ``sqlite:///<working directory>/mlflow.db``, so that ``mlflow ui``,
+``mlflow models serve -m models:/...`` and ``mlflow.search_runs(...)`` started in the same directory find the runs
+without any setting; ``describe_store`` prints the exact commands (and the export line) for use from elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,12 @@ from datamint_lightning.paths import home_dir
 SUPPORTED_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks", "datamint")
 
 
+EMBEDDED_DATABASE = "mlflow.db"  # MLflow 3's default store when MLFLOW_TRACKING_URI is unset
+
+
 def embedded_tracking_uri() -> str:
-    """The default store: one sqlite database per user, next to the project store."""
-    return f"sqlite:///{home_dir() / 'mlflow.db'}"
+    """MLflow's own default store, ``sqlite:///<cwd>/mlflow.db``, as the absolute URI MLflow itself resolves it to."""
+    return f"sqlite:///{Path.cwd().resolve() / EMBEDDED_DATABASE}"
 
 
 def resolve_tracking_uri(configured: str | None = None) -> str:
@@ -109,13 +117,22 @@ def server_is_healthy(uri: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _lock_path(database: Path) -> Path:
+    """The lock for one database, kept in the user's home rather than beside it (the working directory)."""
+    import hashlib
+
+    locks = home_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return locks / (hashlib.sha1(str(database.resolve()).encode()).hexdigest()[:16] + ".lock")
+
+
 def prepare_sqlite_store(uri: str) -> None:
     """Create or migrate the sqlite schema under an inter-process lock: two trainings starting at once on a
     fresh store would otherwise race in MLflow's migrations and one would crash."""
     from filelock import FileLock  # a torch dependency, so always installed
     from mlflow import MlflowClient
 
-    with FileLock(str(sqlite_path(uri)) + ".lock", timeout=300):
+    with FileLock(str(_lock_path(sqlite_path(uri))), timeout=300):
         MlflowClient(uri).search_experiments(max_results=1)  # building the store runs the migrations
 
 
