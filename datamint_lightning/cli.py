@@ -84,6 +84,10 @@ def _summary(results: dict[str, Any]) -> str:
         lines.append(f"  model:           {results['model_uri']}")
         if results.get("not_registered"):
             lines.append(f"  not registered:  {results['not_registered']}")
+    from datamint_lightning.tracking.store_guide import describe_store
+
+    lines += [f"  {line}" for line in describe_store(results["tracking_uri"], results["experiment_id"],
+                                                     results["run_id"])]
     if results.get("journal"):
         lines.append(f"  NOT YET IN MLFLOW: records wait in {results['journal']}; send them with "
                      f"`python -m datamint_lightning tracking replay {results['journal']}`")

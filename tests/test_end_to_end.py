@@ -45,8 +45,10 @@ def cli_run(tiny_demo, training_dir, tmp_path_factory):
 
 def test_embedded_store_is_announced(cli_run):
     *_, output = cli_run
-    assert "MLflow: embedded store sqlite:///" in output
+    client, run, *_ = cli_run
+    assert "MLflow store:    sqlite:///" in output
     assert "mlflow ui --backend-store-uri sqlite:///" in output
+    assert f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in output
 
 
 def test_run_records(cli_run):

@@ -65,12 +65,11 @@ def run_task(task) -> dict[str, Any]:
 
 
 def announce_store(run) -> None:
-    from datamint_lightning.tracking.tracking_uri import embedded_tracking_uri
+    """Where the run is, and how to open it, at the start (the end-of-run summary repeats it)."""
+    from datamint_lightning.tracking.store_guide import describe_store
 
-    if run.tracking_uri == embedded_tracking_uri():
-        log.info("MLflow: embedded store %s\n  browse it with: mlflow ui --backend-store-uri %s", run.tracking_uri,
-                 run.tracking_uri)
-    log.info("MLflow: %s", run.describe())
+    log.info("MLflow: %s\n  %s", run.describe(),
+             "\n  ".join(describe_store(run.tracking_uri, run.experiment_id, run.run_id)))
 
 
 def checked_tracking_uri(cfg) -> str:
