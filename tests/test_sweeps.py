@@ -12,10 +12,18 @@ from helpers import run_cli
 
 from datamint_lightning.config import compose_config
 from datamint_lightning.tracking.sweep_callback import PARENT_RUN_ENV, SweepParentRun
-from datamint_lightning.tracking.training_run import TrainingRun
+from datamint_lightning.tracking.session import RunPlan, TrackedRun
 
 
-def test_children_are_nested_and_compared_with_the_best_tagged(tmp_path):
+def child_run(uri: str, project, output_dir) -> TrackedRun:
+    """A training's run as TrackedRun opens it (in the project's experiment, under the sweep's parent)."""
+    plan = RunPlan(tracking_uri=uri, experiment_name=project.name, project_id=project.id, project_name=project.name,
+                   run_name=None, task="UNetPPTrainer", output_dir=str(output_dir), config={}, config_yaml="",
+                   overrides=[])
+    return TrackedRun(plan)
+
+
+def test_children_are_nested_and_compared_with_the_best_tagged(tiny_demo, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = compose_config("liver_seg", [f"tracking.uri={uri}"])
     callback = SweepParentRun()
@@ -23,13 +31,12 @@ def test_children_are_nested_and_compared_with_the_best_tagged(tmp_path):
     parent = os.environ[PARENT_RUN_ENV]
     client = mlflow.MlflowClient(uri)
     experiment = client.get_run(parent).info.experiment_id
-    for lr, dice in (("0.001", 0.61), ("0.0003", 0.74)):  # what two jobs of the sweep leave behind
-        child = TrainingRun.start(uri, cfg.data.project, None, {}, {})
-        assert child.experiment_id == experiment
-        client.log_param(child.run_id, "model.lr", lr)
-        client.log_param(child.run_id, "seed", "42")
-        client.log_metric(child.run_id, "val/dice", dice)
-        child.finish()
+    for index, (lr, dice) in enumerate((("0.001", 0.61), ("0.0003", 0.74))):  # what two sweep jobs leave
+        with child_run(uri, tiny_demo, tmp_path / str(index)) as child:
+            assert child.experiment_id == experiment
+            client.log_param(child.run_id, "model.lr", lr)
+            client.log_param(child.run_id, "seed", "42")
+            client.log_metric(child.run_id, "val/dice", dice)
     callback.on_multirun_end(cfg)
     assert PARENT_RUN_ENV not in os.environ
     run = client.get_run(parent)

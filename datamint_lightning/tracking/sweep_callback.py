@@ -42,8 +42,11 @@ class SweepParentRun(Callback):
         self.tracking_uri = resolve_tracking_uri(_get(config, "tracking.uri"))
         check_tracking_uri(self.tracking_uri)
         client = MlflowClient(self.tracking_uri)
-        name = _get(config, "tracking.experiment_name") or _get(config, "data.project")
-        experiment_id = project_experiment_id(client, name, None, None, default_artifact_location(self.tracking_uri))
+        project = _project(config)
+        name = _get(config, "tracking.experiment_name") or project.name
+        # the project's own experiment (found by project id), where its trainings will start their runs
+        experiment_id = project_experiment_id(client, name, project.id, project.name,
+                                              default_artifact_location(self.tracking_uri))
         monitor = _get(config, "callbacks.model_checkpoint.monitor")
         tags = {"datamint.sweep": "parent", "sweep.dir": str(_get(config, "hydra.sweep.dir")),
                 "sweep.overrides": " ".join(_get(config, "hydra.overrides.task") or [])[:5000],
@@ -123,3 +126,12 @@ def _get(config, key: str):
         return OmegaConf.select(config, key, default=None)
     except Exception:  # an interpolation that only resolves inside a job
         return None
+
+
+def _project(config):
+    """The sweep's project (the demo is created on first use, as the trainings would)."""
+    from datamint_lightning.data.demo import ensure_demo, is_demo_project
+    from datamint_lightning.data.projects import ProjectStore
+
+    store, name = ProjectStore(_get(config, "data.store_dir")), str(_get(config, "data.project"))
+    return ensure_demo(store, name) if is_demo_project(name) else store.open(name)
