@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import logging
 import sys
 import warnings
@@ -24,7 +26,8 @@ def test_help_lists_subcommands_and_each_recipe_with_its_line_without_importing_
         assert f"  {name} " in result.stdout and SUBCOMMAND_HELP[name] in result.stdout
     for recipe in recipes_dir().glob("*.yaml"):
         line = recipe_summary(recipe)
-        assert not line.startswith("(no description") and f"{recipe.stem}  {line}" in result.stdout
+        assert not line.startswith("(no description")
+        assert re.search(rf"^  {re.escape(recipe.stem)} +{re.escape(line)}$", result.stdout, re.M), recipe.stem
 
 
 def _fit(tmp_path, callbacks, epochs=2, **trainer_args):
@@ -139,3 +142,25 @@ def test_mlflow_chatter_stays_quiet_when_mlflow_is_imported_afterwards(verbose):
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert ("Creating initial MLflow database tables" in result.stderr) is verbose
+
+
+def test_the_best_marker_follows_the_monitored_metric(tmp_path, caplog):
+    """Epoch 1 of 2 is the best (scripted 0.9, then 0.5): only its line carries the marker."""
+    import logging
+
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from scripted_metric import ScriptedMetric
+
+    from datamint_lightning.training.callbacks.epoch_summary import EpochSummary
+
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[ScriptedMetric([0.9, 0.5]), EpochSummary(),
+                                   ModelCheckpoint(dirpath=tmp_path, monitor="val/scripted", mode="max")])
+    with caplog.at_level(logging.INFO):
+        trainer.fit(BoringModel())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 2
+    assert "*best val/scripted*" in lines[0] and "*best" not in lines[1]

@@ -30,6 +30,7 @@ class EpochSummary(L.Callback):
         self.metrics_prefix = metrics_prefix
         self._losses: list[float] = []
         self._started = 0.0
+        self._best: float | None = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._losses, self._started = [], time.monotonic()
@@ -55,8 +56,13 @@ class EpochSummary(L.Callback):
                 parts.append(f"{name} {value:.4f}")
         parts.append(f"{time.monotonic() - self._started:.1f} s")
         checkpoint = trainer.checkpoint_callback
-        current = getattr(checkpoint, "current_score", None)
-        if current is not None and checkpoint.best_model_score is not None and \
-                _number(current) == _number(checkpoint.best_model_score):
-            parts.append(f"*best {checkpoint.monitor}*")
+        monitor = getattr(checkpoint, "monitor", None)
+        # Tracked here: this hook may run before the checkpoint callback has saved (and updated its best) for
+        # this epoch, and its own current_score only moves when it saves.
+        current = _number(metrics.get(monitor)) if monitor else None
+        if current is not None:
+            mode_max = getattr(checkpoint, "mode", "max") == "max"
+            if self._best is None or (current > self._best if mode_max else current < self._best):
+                self._best = current
+                parts.append(f"*best {monitor}*")
         return "  ".join(parts)
