@@ -79,7 +79,7 @@ def _summary(results: dict[str, Any]) -> str:
     if results.get("registered_model_name"):
         uri = f"models:/{results['registered_model_name']}/{results['registered_model_version']}"
         lines += [f"  registered:      {uri}" + ("  (now @champion)" if results.get("champion") else ""),
-                  f"  predict:         mlflow.pyfunc.load_model({uri!r}).predict(['slice.png'])"]
+                  f"  predict:         mlflow.pyfunc.load_model({uri!r}).predict([<file path or array>])"]
     elif results.get("model_uri"):
         lines.append(f"  model:           {results['model_uri']}")
         if results.get("not_registered"):

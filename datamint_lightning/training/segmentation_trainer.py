@@ -25,6 +25,10 @@ class SegmentationTrainer(TaskTrainer):
         if getattr(datamodule, "dims", 2) != 2:
             raise ConfigError(f"{type(self).__name__} trains 2D networks; data.dims={datamodule.dims} (volumes) "
                               "needs a 3D trainer (recipe=liver_seg_3d).")
+        spatial_dims = (getattr(module, "network_config", None) or {}).get("spatial_dims", 2)
+        if spatial_dims != 2:
+            raise ConfigError(f"model.network has spatial_dims={spatial_dims}: a 3D network cannot train on 2D "
+                              "slices (use recipe=liver_seg_3d, or a 2D smp network here).")
         check_input_size(datamodule.image_size, self.input_multiple)
         super().validate(datamodule, module)
         if datamodule.task not in ("segmentation", None):

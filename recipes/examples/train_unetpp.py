@@ -20,6 +20,7 @@ def main(project: str = DEMO_PROJECT_NAME, max_epochs: int = 3) -> dict:
 
     import mlflow
 
+    mlflow.set_tracking_uri(results["tracking_uri"])  # the store the training used
     if results["registered_model_version"]:
         model_uri = f"models:/{results['registered_model_name']}/{results['registered_model_version']}"
     else:  # packaged and verified, but kept out of the registry (below packaging.min_score, or a smoke run)
