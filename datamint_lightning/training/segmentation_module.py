@@ -6,7 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
+from monai.losses import DiceCELoss
 
 from datamint_lightning.networks import build_network
 from datamint_lightning.training.metrics import PerPatientDice, SegmentationScores
@@ -26,6 +26,8 @@ class SegmentationModule(L.LightningModule):
         self.labels = list(labels)
         self.network_config = {"in_channels": 1, **dict(network), "classes": len(self.labels) + 1}
         self.net = self.build_network(self.network_config)
+        self.loss = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1.0,
+                               smooth_dr=1.0, lambda_dice=dice_weight, lambda_ce=ce_weight)
         # ``<stage>/dice``, ``<stage>/iou`` (and per label): per-patient values over whole volumes, averaged over
         # patients; ``<stage>/dice_pooled``: every voxel of the split pooled into one Dice (torchmetrics).
         metrics = {f"{stage}_dice": PerPatientDice(len(self.labels) + 1) for stage in ("val", "test")}
@@ -39,12 +41,8 @@ class SegmentationModule(L.LightningModule):
         return self.net(image)
 
     def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = F.cross_entropy(logits, target)
-        probs = logits.softmax(dim=1)
-        onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
-        dims = (0, 2, 3)
-        soft_dice = (2 * (probs * onehot).sum(dims) + 1.0) / (probs.sum(dims) + onehot.sum(dims) + 1.0)
-        return self.hparams.ce_weight * ce + self.hparams.dice_weight * (1 - soft_dice[1:].mean())
+        """MONAI's Dice + cross-entropy: soft Dice over the foreground labels (pooled over the batch), CE over all."""
+        return self.loss(logits, target[:, None])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         target = batch["label"][:, 0]
