@@ -275,9 +275,9 @@ def test_an_unexpected_failure_while_serving_is_a_500_without_details(monkeypatc
             raise RuntimeError("internal detail /srv/models/secret")
 
     with pytest.raises(RuntimeError, match="internal detail"):  # in-process callers see the real error
-        Broken().predict(None, [np.zeros((4, 4))])
+        Broken().predict([np.zeros((4, 4))])
     monkeypatch.setenv(SERVING_ENV, "true")
     with pytest.raises(ServerFailure) as caught:
-        Broken().predict(None, [np.zeros((4, 4))])
+        Broken().predict([np.zeros((4, 4))])
     assert caught.value.get_http_status_code() == 500
     assert "secret" not in caught.value.serialize_as_json() and "stack_trace" not in caught.value.serialize_as_json()

@@ -149,5 +149,5 @@ def test_percentile_and_auto_models_package_serve_and_agree(tmp_path):
     expected = segment_slices(network, preprocessing, examples[0][None])[0][0]
     np.testing.assert_array_equal(answer[0]["mask"], expected == 1)
     assert "preprocessing_warning" not in answer[0]
-    spec = model.unwrap_python_model().preprocessing
+    spec = model.preprocessing  # load_model returns the Datamint model itself
     assert spec == preprocessing  # the training rule, stored in model_spec.json

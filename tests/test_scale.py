@@ -7,11 +7,18 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_OVERRIDES
-from helpers import run_cli
+from helpers import run_cli, session_env
 
 
 def _runs(client, since_ms: int):
-    experiment = client.get_experiment_by_name("Liver CT Demo")
+    # the demo project's experiment, found by project id (another project may hold the same name)
+    from datamint_lightning.data.demo import ensure_demo_project
+    from datamint_lightning.data.projects import ProjectStore
+
+    project_id = ensure_demo_project(ProjectStore()).id
+    experiments = client.search_experiments(filter_string=f"tags.`datamint.project_id` = '{project_id}'")
+    assert len(experiments) == 1, [(e.name, e.tags) for e in client.search_experiments()]
+    experiment = experiments[0]
     return client.search_runs([experiment.experiment_id], f"attributes.start_time >= {since_ms}")
 
 
@@ -27,7 +34,7 @@ def test_multirun_sweep_gives_one_run_per_job(client, tmp_path):
 
     since = int(time.time() * 1000)
     result = run_cli("-m", "recipe=liver_seg", *TINY_OVERRIDES, "model.lr=1e-3,3e-4", "packaging.register=false",
-                     f"hydra.sweep.dir={tmp_path}")
+                     f"hydra.sweep.dir={tmp_path}", env=session_env())
     assert result.returncode == 0, result.stderr[-4000:]
     [parent] = [r for r in _runs(client, since) if r.data.tags.get("datamint.sweep") == "parent"]
     runs = [r for r in _runs(client, since) if r.info.run_id != parent.info.run_id]
@@ -45,7 +52,7 @@ def test_ddp_two_processes_share_one_run(client, tmp_path):
     since = int(time.time() * 1000)
     result = run_cli("recipe=liver_seg", *TINY_OVERRIDES, "trainer.max_epochs=2", "trainer.accelerator=cpu",
                      "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true",
-                     "packaging.registered_model_name=ddp-liver", f"hydra.run.dir={tmp_path}")
+                     "packaging.registered_model_name=ddp-liver", f"hydra.run.dir={tmp_path}", env=session_env())
     assert result.returncode == 0, result.stderr[-4000:]
     assert "GLOBAL_RANK: 1" in result.stdout + result.stderr
     runs = _runs(client, since)

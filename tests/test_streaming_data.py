@@ -24,7 +24,7 @@ def store(tmp_path):
 
 
 def _datamodule(store, tmp_path, **options):
-    return DatamintDataModule("Streamed", labels=["liver"], image_size=32, split={"train": 4, "val": 2},
+    return DatamintDataModule("Streamed", labels=["liver"], image_size=32, split={"train": 2 / 3, "val": 1 / 3},
                               store_dir=str(store.root), cache_dir=str(tmp_path / "cache"), augment=False, **options)
 
 

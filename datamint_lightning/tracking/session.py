@@ -323,9 +323,11 @@ def _scoped_mlflow_uri(uri: str):
         try:
             yield
         finally:
+            # the registry URI always goes back (None: it follows the tracking URI), so a later
+            # mlflow.set_tracking_uri elsewhere in the process is not paired with this run's registry
+            mlflow.set_registry_uri(previous_registry)
             if previous is not None:
                 mlflow.set_tracking_uri(previous)
-                mlflow.set_registry_uri(previous_registry)
 
 
 class _RedactingFormatter(logging.Formatter):
