@@ -159,7 +159,8 @@ def test_python_api_packages_the_best_checkpoint(tiny_demo, tmp_path):
     assert Path(results["best_checkpoint"]).name != "last.ckpt"
 
     best = torch.load(results["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-    model_dir = Path(mlflow.artifacts.download_artifacts(results["model_uri"]))
+    location = mlflow.MlflowClient(results["tracking_uri"]).get_logged_model(results["model_id"]).artifact_location
+    model_dir = Path(location.removeprefix("file://"))  # the run's store, whatever MLflow's global URI is now
     packaged = load_file(next(model_dir.rglob("weights.safetensors")))
     assert packaged.keys() == {k[len("net."):] for k in best if k.startswith("net.")}
     assert all(torch.equal(packaged[k[len("net."):]], v) for k, v in best.items() if k.startswith("net."))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import TINY_3D_OVERRIDES, TINY_OVERRIDES
-from helpers import run_cli, run_python
+from helpers import run_cli, run_python, session_env
 
 pytestmark = pytest.mark.slow
 DEMO = "Liver CT Demo"
@@ -20,7 +20,7 @@ def trained(recipe: str, overrides: list[str], output_dir: Path):
     """Run ``recipe`` through the CLI; returns (client, run, registered version, output) from the embedded store."""
     import mlflow
 
-    result = run_cli(f"recipe={recipe}", *overrides, f"hydra.run.dir={output_dir}")
+    result = run_cli(f"recipe={recipe}", *overrides, f"hydra.run.dir={output_dir}", env=session_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     client = mlflow.MlflowClient(store_uri())
     name = f"{DEMO} ({recipe})"

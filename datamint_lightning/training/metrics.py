@@ -46,7 +46,9 @@ class PerPatientDice(Metric):
 
     def per_patient(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(patient indices (P,), Dice (P, num_classes - 1) with NaN where a class is absent for a patient)."""
-        patients = dim_zero_cat(self.patients) if self.patients else torch.zeros(0, dtype=torch.long)
+        # after a DDP sync torchmetrics has already concatenated the list states into tensors
+        empty = isinstance(self.patients, list) and not self.patients
+        patients = torch.zeros(0, dtype=torch.long) if empty else dim_zero_cat(self.patients)
         if not len(patients):
             return patients, torch.full((0, self.num_classes - 1), torch.nan)
         known, rows = torch.unique(patients, return_inverse=True)
