@@ -3,6 +3,8 @@ and the registered model predicts on PNG, DICOM and numpy inputs in a fresh proc
 
 from __future__ import annotations
 
+import base64
+
 import json
 import os
 import signal
@@ -241,7 +243,8 @@ def test_readme_serve_command_works_in_a_new_shell(cli_run, training_dir, tmp_pa
                 assert time.monotonic() < deadline, "mlflow models serve did not answer /ping in 120 s"
                 time.sleep(0.5)
         answer = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
-                               json={"inputs": [str(tmp_path / "slice.png")]})
+                               json={"inputs": [{"data": base64.b64encode((tmp_path / "slice.png").read_bytes())
+                                                 .decode(), "mime_type": "image/png"}], "params": {"mode": "image"}})
         assert answer.status_code == 200, answer.text[:2000]
         assert answer.json()["predictions"][0][0]["identifier"] == "liver"
     finally:

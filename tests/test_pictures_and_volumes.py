@@ -156,7 +156,7 @@ def test_window_model_trained_on_pictures_warns_on_a_volume(trained, case, tmp_p
     from datamint_lightning.packaging.flavor import load_model
 
     model, _ = trained
-    network = model.unwrap_python_model().network
+    network = model.network  # load_model returns the Datamint model itself
     window = Preprocessing(32, "ct_window").with_sources([True])
     save_tiny_segmentation_model(tmp_path / "window", labels=("lesion",), network=network, preprocessing=window)
     image, _, _ = case

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import lightning as L
 import mlflow
 import pytest

@@ -30,7 +30,8 @@ def test_packaging_against_a_tracking_server_leaves_no_temp_files(server, tmp_pa
     from model_factories import TINY_2D_NETWORK, tiny_2d_network
 
     from datamint_lightning.data.preprocessing import Preprocessing
-    from datamint_lightning.packaging.packager import package_segmentation
+    from datamint_lightning.packaging.flavor import reloaded_model
+    from datamint_lightning.packaging.segmentation import log_segmentation_model
 
     fresh = tmp_path / "tmp"
     fresh.mkdir()
@@ -41,52 +42,14 @@ def test_packaging_against_a_tracking_server_leaves_no_temp_files(server, tmp_pa
         mlflow.set_tracking_uri(server.uri)
         monkeypatch.setattr(tempfile, "tempdir", str(fresh))  # every mkdtemp of this process lands here
         try:
-            packaged = package_segmentation(tiny_2d_network(), TINY_2D_NETWORK, ["liver"],
-                                            Preprocessing(image_size=64), run_id, examples)
+            packaged = log_segmentation_model(tiny_2d_network(), TINY_2D_NETWORK, ["liver"],
+                                              Preprocessing(image_size=64), run_id, examples)
+            with reloaded_model(packaged.model_uri, device="cpu") as model:  # the gate's check of the package
+                assert len(model.predict(examples)) == 2
         finally:
             monkeypatch.undo()
             mlflow.set_tracking_uri(None)
     assert packaged.model_uri.startswith(("models:/", "runs:/"))
     assert {a.path for a in client.list_artifacts(run_id)} or packaged.model_id  # the model did reach the server
     # torch's compile cache (``torchinductor_<user>``) is one shared folder reused by every run, not a leak.
-    assert sorted(p.name for p in fresh.iterdir() if not p.name.startswith("torchinductor_")) == []
-
-
-def test_loading_a_model_with_remote_linked_models_leaves_no_temp_files(server, tmp_path, monkeypatch):
-    import gc
-
-    import mlflow
-    import mlflow.pytorch
-    import torch
-    from helpers import restored_mlflow_environment
-    from mlflow import MlflowClient
-    from model_factories import save_tiny_segmentation_model
-    from test_flavor_linked import RefinedSegmentation
-
-    from datamint_lightning.packaging.flavor import load_model, save_model
-
-    save_tiny_segmentation_model(tmp_path / "segmenter")
-    mlflow.pytorch.save_model(torch.nn.Linear(1, 1), str(tmp_path / "scorer"), pip_requirements=["torch"],
-                              input_example=np.ones((1, 1), np.float32))
-    client = MlflowClient(server.uri)
-    run_id = client.create_run(client.create_experiment("linked-temp-files")).info.run_id
-    for name in ("segmenter", "scorer"):
-        client.log_artifacts(run_id, str(tmp_path / name), name)
-    save_model(tmp_path / "combined", RefinedSegmentation, artifacts={}, annotation_specs=[],
-               linked_models={"segmenter": f"runs:/{run_id}/segmenter", "scorer": f"runs:/{run_id}/scorer"})
-    fresh = tmp_path / "tmp"
-    fresh.mkdir()
-    with restored_mlflow_environment():
-        mlflow.set_tracking_uri(server.uri)
-        monkeypatch.setattr(tempfile, "tempdir", str(fresh))
-        try:
-            model = load_model(str(tmp_path / "combined"), device="cpu")
-            answer = model.predict([np.zeros((32, 32), np.float32)])
-            assert answer[0][0]["identifier"] == "liver"
-            assert [p.name.startswith("datamint-linked-") for p in fresh.iterdir()] == [True]  # the model's own
-            del model
-            gc.collect()
-        finally:
-            monkeypatch.undo()
-            mlflow.set_tracking_uri(None)
     assert sorted(p.name for p in fresh.iterdir() if not p.name.startswith("torchinductor_")) == []
