@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import os
+import subprocess
+import sys
 
 import lightning as L
 import mlflow
