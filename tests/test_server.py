@@ -46,7 +46,8 @@ def test_whole_flow_against_a_server(tiny_demo, server, tmp_path):
     version = client.get_model_version("server-test", results["registered_model_version"])
     assert version.run_id == run.info.run_id and "dataset.train.digest" in version.tags
     assert (server.root / "artifacts").is_dir()  # proxied: the files live on the server side
-    model = mlflow.pyfunc.load_model(f"models:/server-test@champion")
+    mlflow.set_tracking_uri(server.uri)  # a caller's own choice of store is restored after fit: choose the server
+    model = mlflow.pyfunc.load_model("models:/server-test@champion")
     assert model.metadata.run_id == run.info.run_id
 
 
