@@ -9,7 +9,21 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from datamint_lightning.errors import PredictionError
 
 
-class InvalidRequest(PredictionError, MlflowException):
+class _FirstMessage(MlflowException):
+    """Keeps the first ``message``: the scoring server rewrites it to "Failed to predict data '<the whole
+    request>'. Error: ...", which for a base64 volume is megabytes of echo (and hides what to fix)."""
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
+
+class InvalidRequest(PredictionError, _FirstMessage):
     """A ``PredictionError`` that MLflow's scoring server maps to HTTP 400, or to ``status`` (any other error
     would become a generic "unexpected error" message with the real one buried in a stack trace)."""
 
@@ -20,30 +34,10 @@ class InvalidRequest(PredictionError, MlflowException):
     def get_http_status_code(self) -> int:  # what the scoring server answers
         return self.status
 
-    # The scoring server rewrites ``message`` to "Failed to predict data '<the whole request>'. Error: ...",
-    # which for a base64 volume is megabytes of echo; keep the first message, which says what to fix.
-    @property
-    def message(self) -> str:
-        return self._message
 
-    @message.setter
-    def message(self, value: str) -> None:
-        if not hasattr(self, "_message"):
-            self._message = value
-
-
-class ServerFailure(MlflowException):
+class ServerFailure(_FirstMessage):
     """An unexpected error while serving: HTTP 500 with a fixed message (the details go to the server log)."""
 
     def __init__(self):
         MlflowException.__init__(self, "The model failed on this request; the details are in the server log.",
                                  error_code=INTERNAL_ERROR)
-
-    @property
-    def message(self) -> str:
-        return self._message
-
-    @message.setter
-    def message(self, value: str) -> None:
-        if not hasattr(self, "_message"):
-            self._message = value
