@@ -143,3 +143,10 @@ class NpyRows:
         index %= len(self)
         start = self.offset + index * self.row_items * self.dtype.itemsize
         return np.fromfile(self.path, dtype=self.dtype, count=self.row_items, offset=start).reshape(self.shape[1:])
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` with one read (loading a split onto a device in large pieces)."""
+        start, stop = max(0, start), min(len(self), stop)
+        count = max(0, stop - start) * self.row_items
+        offset = self.offset + start * self.row_items * self.dtype.itemsize
+        return np.fromfile(self.path, dtype=self.dtype, count=count, offset=offset).reshape(-1, *self.shape[1:])

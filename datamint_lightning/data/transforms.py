@@ -53,11 +53,14 @@ def default_train_transforms(task: str, dims: int) -> list[Callable]:
         return [RandFlipd(keys=keys, prob=0.5, spatial_axis=2),
                 RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
                 RandGaussianNoised(keys="image", std=0.02, prob=0.2)]
+    from datamint_lightning.data.batch_augment import DEFAULT_2D as p  # one table for this and the batched version
+
     modes = ("bilinear", "nearest") if segmentation else ("bilinear",)
-    return [RandAffined(keys=keys, prob=0.5, rotate_range=(0.2,), scale_range=(0.1, 0.1), translate_range=(8, 8),
+    return [RandAffined(keys=keys, prob=p["affine_prob"], rotate_range=(p["rotate"],),
+                        scale_range=(p["scale"], p["scale"]), translate_range=(p["translate"], p["translate"]),
                         mode=modes, padding_mode="zeros"),
-            RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
-            RandGaussianNoised(keys="image", std=0.02, prob=0.2)]
+            RandScaleIntensityd(keys="image", factors=p["intensity_factor"], prob=p["intensity_prob"]),
+            RandGaussianNoised(keys="image", std=p["noise_std"], prob=p["noise_prob"])]
 
 
 class ForegroundIndicesd:

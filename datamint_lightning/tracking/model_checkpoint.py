@@ -110,6 +110,8 @@ class MLflowModelCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         weights_only = self.save_weights_only or (self.best_weights_only and filepath != self.last_model_path)
+        if trainer.is_global_zero and self.recorder and filepath == self.last_model_path:
+            self.recorder.flush()  # steps trained up to last.ckpt are in the run before a resume relies on it
         if self._writes_in_background(trainer):
             checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only)  # every rank (collectives)
             if trainer.is_global_zero:

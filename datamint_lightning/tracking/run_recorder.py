@@ -3,11 +3,15 @@
 A record that cannot be sent goes to the run's offline journal and the recorder goes offline: later records are
 journaled without touching the network until a cheap health check (at most every ``retry_interval`` seconds)
 says the store is back, at which point the journal is replayed in order and sending resumes.
+
+Metrics are sent by a background thread, in order, so a store round trip never holds up a training step; every
+other record waits until the metrics queued before it are sent (``flush``), so records keep their order.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from pathlib import Path
@@ -30,6 +34,7 @@ class RunRecorder:
         self.failures: list[str] = []
         self._last_attempt = 0.0
         self._lock = threading.RLock()
+        self._metrics: queue.Queue | None = None  # started with the first metric record
 
     @property
     def client(self):
@@ -38,8 +43,27 @@ class RunRecorder:
         return MlflowClient(self.tracking_uri)
 
     # ---- records -----------------------------------------------------------------------------------------
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> bool:
-        return self.send({"op": "metrics", "metrics": metrics, "step": step, "timestamp": int(time.time() * 1000)})
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Queued for the background sender (bounded: a store slower than training holds it up, never RAM)."""
+        record = {"op": "metrics", "metrics": metrics, "step": step, "timestamp": int(time.time() * 1000)}
+        with self._lock:
+            if self._metrics is None:
+                self._metrics = queue.Queue(maxsize=10_000)
+                threading.Thread(target=self._send_metrics, name="mlflow-metrics", daemon=True).start()
+        self._metrics.put(record)
+
+    def _send_metrics(self) -> None:
+        while True:
+            record = self._metrics.get()
+            try:
+                self._send_now(record)
+            finally:
+                self._metrics.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued metric is sent (or journaled)."""
+        if self._metrics is not None:
+            self._metrics.join()
 
     def set_tags(self, tags: dict[str, Any]) -> bool:
         return self.send({"op": "tags", "tags": {k: str(v)[:5000] for k, v in tags.items()}})
@@ -57,7 +81,12 @@ class RunRecorder:
 
     # ---- sending -----------------------------------------------------------------------------------------
     def send(self, record: dict[str, Any]) -> bool:
-        """Send ``record`` now, or journal it when the store is unreachable; returns whether it was sent."""
+        """Send ``record`` now (after the metrics queued before it), or journal it when the store is
+        unreachable; returns whether it was sent."""
+        self.flush()
+        return self._send_now(record)
+
+    def _send_now(self, record: dict[str, Any]) -> bool:
         if not self.online and not self.reconnect():
             self.journal.append(record)
             return False
@@ -101,4 +130,5 @@ class RunRecorder:
     @property
     def pending(self) -> int:
         """How many records wait in the journal."""
+        self.flush()
         return len(self.journal)
