@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import lightning as L
@@ -119,3 +120,25 @@ def test_unreachable_store_journals_and_the_cli_replays(tmp_path, store, monkeyp
     assert len(client.get_metric_history(run_id, "train/loss")) == 12
     assert not journal.exists()  # renamed to *.replayed-<time>.jsonl
     assert run_cli("tracking", "replay", str(journal)).returncode == 2
+
+
+def test_metrics_never_wait_for_a_slow_store_and_keep_their_order(tmp_path, store, monkeypatch):
+    """A store that accepts connections but never answers: logging returns at once (a background thread sends),
+    and every metric ends up in the journal in order, before the run's final status."""
+
+    _, _, run_id = store
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    with socket.socket() as silent:  # listens, never accepts: each request waits for its timeout
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        recorder = RunRecorder(f"http://127.0.0.1:{silent.getsockname()[1]}", run_id, tmp_path / "journal.jsonl")
+        started = time.perf_counter()
+        for step in range(40):
+            recorder.log_metrics({"train/loss": 1.0 / (step + 1)}, step)
+        logging_seconds = time.perf_counter() - started
+        recorder.set_terminated("FINISHED")  # waits for the queued metrics first
+    assert logging_seconds < 1.0  # one synchronous send alone would have taken 3 s
+    records = OfflineJournal.open(tmp_path / "journal.jsonl").records()
+    assert [r["step"] for r in records if r["op"] == "metrics"] == list(range(40))
+    assert records[-1]["op"] == "terminate" and recorder.pending == 41
