@@ -49,6 +49,8 @@ def test_two_projects_with_one_name_never_share_an_experiment(tmp_path):
     assert (one.name, one.tags["datamint.project_id"]) == ("Liver CT", "p-1")  # not overwritten by p-2
     assert (two.name, two.tags["datamint.project_id"]) == ("Liver CT (p-2)", "p-2")
     assert two.tags["datamint.experiment_name"] == "Liver CT"
+    # MLflow 3's UI shows a model-training experiment in its training view, not the GenAI one
+    assert one.tags["mlflow.experimentKind"] == two.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_env_vars_are_the_sdk_names():

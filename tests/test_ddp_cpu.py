@@ -10,10 +10,13 @@ from helpers import run_cli
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tiny_demo, isolated_home, tmp_path):
+@pytest.mark.parametrize("device_cache", ["false", "true"])  # true: each rank serves its share from memory
+def test_ddp_on_two_cpu_processes(tiny_demo, isolated_home, tmp_path, device_cache):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cache = tmp_path / "cache"
-    result = run_cli("recipe=liver_seg", *TINY_OVERRIDES, "trainer.accelerator=cpu", "trainer.devices=2",
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.augment=")]
+    result = run_cli("recipe=liver_seg", *tiny, f"data.device_cache={device_cache}",
+                     "data.augment=true", "trainer.accelerator=cpu", "trainer.devices=2",
                      "trainer.strategy=ddp_find_unused_parameters_true", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
                      "trainer.limit_val_batches=1", "packaging.register=false", f"tracking.uri={uri}",
                      f"data.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}", timeout=900)

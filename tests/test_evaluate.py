@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 from helpers import run_cli, session_store_uri
-from model_factories import save_tiny_classification_model, save_tiny_segmentation_model
+from model_factories import save_tiny_classification_model, save_tiny_segmentation_model, save_tiny_volume_model
 
 from datamint_lightning.errors import ConfigError
 from datamint_lightning.training.evaluate import CASES_TABLE, RUN_KIND_TAG, evaluate, leaderboard
@@ -124,3 +124,31 @@ def test_cli_prints_a_leaderboard_and_explains_bad_input(class_project, classifi
     bad = run_cli("evaluate", f"model={classifiers[0]}", f"data.project={class_project.name}", "data.split=tset")
     assert bad.returncode == 2 and "data.split='tset'; expected one of train, val, test, all" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_a_3d_model_is_evaluated_on_whole_volumes(tiny_demo, tmp_path):
+    """A volume_segmentation model answers each case's whole volume; Dice per case equals MONAI's on the same
+    masks, predicted independently through the packaged model."""
+    from monai.metrics import compute_dice
+
+    from datamint_lightning.data.volumes import read_nifti
+    from datamint_lightning.packaging.flavor import load_model
+
+    save_tiny_volume_model(tmp_path / "vol3d", labels=("liver",))
+    [evaluation] = evaluate([str(tmp_path / "vol3d")], tiny_demo.name, split="test", log_runs=False)
+    resources = {r.id: r for r in tiny_demo.resources}
+    assert evaluation.cases and all(row["label"] == "liver" for row in evaluation.cases)
+    model = load_model(str(tmp_path / "vol3d"))
+    for row in evaluation.cases:
+        resource = resources[row["case"]]
+        image, _ = read_nifti(tiny_demo.path(resource.image))
+        truth, _ = read_nifti(tiny_demo.path(resource.label), dtype=np.int16)
+        mask = np.asarray(model.predict([image], params={"mode": "volume"})[0][0]["mask"])
+        assert mask.shape == truth.shape == image.shape
+        import torch
+
+        expected = float(compute_dice(torch.from_numpy(mask > 0)[None, None].float(),
+                                      torch.from_numpy(truth == 1)[None, None].float(), ignore_empty=False))
+        assert row["dice"] == pytest.approx(expected, abs=1e-6)
+        assert row["reference_voxels"] == int((truth == 1).sum())
+    assert evaluation.summary["eval/dice"] == pytest.approx(np.mean([r["dice"] for r in evaluation.cases]))

@@ -37,6 +37,7 @@ def test_children_are_nested_and_compared_with_the_best_tagged(tiny_demo, tmp_pa
             client.log_param(child.run_id, "model.lr", lr)
             client.log_param(child.run_id, "seed", "42")
             client.log_metric(child.run_id, "val/dice", dice)
+            client.set_tag(child.run_id, "datamint.registered_model", f"liver/{index + 1}")  # what the gate tags
     callback.on_multirun_end(cfg)
     assert PARENT_RUN_ENV not in os.environ
     run = client.get_run(parent)
@@ -44,6 +45,7 @@ def test_children_are_nested_and_compared_with_the_best_tagged(tiny_demo, tmp_pa
     assert run.data.metrics["best/val/dice"] == pytest.approx(0.74)
     best = client.get_run(run.data.tags["sweep.best_run_id"])
     assert best.data.params["model.lr"] == "0.0003" and best.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["sweep.best_model"] == "liver/2"  # the best trial's registered version
     table = json.loads(open(client.download_artifacts(parent, "sweep_comparison.json", str(tmp_path))).read())
     assert "params.model.lr" in table["columns"] and "params.seed" not in table["columns"]  # only what varies
     assert len(table["data"]) == 2 and "val/dice" in table["columns"]

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 
+from datamint_lightning.tracking import tags as T
 from datamint_lightning.tracking.mlflow_setup import active_project
 
 PROJECT_ID_TAG = "datamint.project_id"
@@ -45,6 +46,7 @@ def project_experiment_id(client, name: str, project_id: str | None, project_nam
     """The id of project ``project_id``'s experiment ``name``, created when missing (by name alone when the
     project has no id)."""
     tags = {k: v for k, v in ((PROJECT_ID_TAG, project_id), (PROJECT_NAME_TAG, project_name)) if v}
+    tags[T.EXPERIMENT_KIND] = T.MODEL_TRAINING_KIND
 
     def search(filter_string: str) -> list:
         return client.search_experiments(filter_string=filter_string, max_results=1000)

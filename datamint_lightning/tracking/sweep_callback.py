@@ -18,6 +18,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from datamint_lightning.tracking import tags as T
+
 PARENT_RUN_ENV = "DATAMINT_LIGHTNING_PARENT_RUN_ID"
 TABLE_FILE = "sweep_comparison.json"
 
@@ -78,6 +80,11 @@ class SweepParentRun(Callback):
             tags = {"sweep.children": str(len(children))}
             if best is not None:
                 tags |= {"sweep.best_run_id": best.info.run_id, "sweep.best_run_name": best.info.run_name or ""}
+                # Every trial that passes the gate is registered (champion moves only to a better one); the parent
+                # names the best trial's version, or why it was not registered.
+                registered = best.data.tags.get(T.REGISTERED_MODEL)
+                tags["sweep.best_model"] = registered or \
+                    f"not registered: {best.data.tags.get(T.NOT_REGISTERED, 'packaging disabled or failed')}"
                 client.log_metric(self.run_id, f"best/{monitor}", best.data.metrics[monitor])
             for key, value in tags.items():
                 client.set_tag(self.run_id, key, value)

@@ -7,6 +7,9 @@ SOURCE_TYPE = "mlflow.source.type"
 GIT_COMMIT = "mlflow.source.git.commit"
 DESCRIPTION = "mlflow.note.content"
 PARENT_RUN = "mlflow.parentRunId"
+# MLflow 3's UI opens an experiment in its GenAI view unless told it holds model training.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 # The run: what trained it and where its files are.
 TASK = "task"

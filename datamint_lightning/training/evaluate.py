@@ -23,7 +23,8 @@ from datamint_lightning.errors import ConfigError
 log = logging.getLogger("datamint_lightning")
 
 # Model flavor task_type -> the project task it is evaluated on.
-PROJECT_TASK = {"image_segmentation": "segmentation", "image_classification": "classification",
+PROJECT_TASK = {"image_segmentation": "segmentation", "volume_segmentation": "segmentation",
+                "image_classification": "classification",
                 "multilabel_image_classification": "multilabel_classification"}
 RUN_KIND_TAG = "datamint.run_kind"
 CASES_TABLE = "evaluation/cases.json"
@@ -282,13 +283,15 @@ def log_evaluation(uri: str, evaluation: Evaluation, project, split: str, resour
     from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
 
     from datamint_lightning.data.lineage import DatamintMLflowDataset
+    from datamint_lightning.tracking import tags as T
     from datamint_lightning.tracking.tracking_uri import default_artifact_location
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(project.name)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(
         project.name, default_artifact_location(uri),
-        tags={"datamint.project_id": project.id, "datamint.project_name": project.name})
+        tags={"datamint.project_id": project.id, "datamint.project_name": project.name,
+              T.EXPERIMENT_KIND: T.MODEL_TRAINING_KIND})
     model = evaluation.model
     headline = headline_metric(project.task)
     description = (f"Evaluation of {model.uri} on {project.name}/{split} ({len(resources)} cases): "
