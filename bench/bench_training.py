@@ -295,7 +295,9 @@ def stages_child(args) -> None:
     optimizer = torch.optim.AdamW(module.parameters())
     stages["model + optimizer built"] = rss()
     batch = next(iter(datamodule.train_dataloader()))
-    loss = module.compute_loss(module(batch["image"]), batch["label"][:, 0])
+    bf16 = str(cfg.trainer.precision).startswith("bf16")  # the recipe's precision, as the fit above trains
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = module.compute_loss(module(batch["image"]).float(), batch["label"][:, 0])
     stages["forward pass (activations kept for backward)"] = rss()
     stages["forward peak"] = peak()
     loss.backward()
@@ -303,6 +305,7 @@ def stages_child(args) -> None:
     stages["after backward + AdamW step (gradients, moments)"] = rss()
     stages["peak"] = peak()
     stages["batch"] = list(batch["image"].shape)
+    stages["precision"] = str(cfg.trainer.precision)
     print("RESULT " + json.dumps(stages))
 
 

@@ -53,3 +53,34 @@ def test_channels_last_on_a_3d_network_falls_back_with_one_warning():
     assert len(messages) == 1 and "channels_last" in messages[0] and "3D" in messages[0]
     assert speed.applied == {"precision": "32-true", "channels_last": False}
     assert module.net.weight.is_contiguous()
+
+
+class AutocastProbe(Net):
+    """Records the dtype its convolution computes in."""
+
+    def training_step(self, batch, batch_idx):
+        out = self.net(batch[0].reshape(self.shape))
+        self.computed_in = out.dtype
+        return out.float().pow(2).mean()
+
+
+def test_bf16_on_a_cpu_trains_in_bf16_where_native_and_falls_back_to_float32_otherwise(monkeypatch):
+    from datamint_lightning.training.callbacks import speed as speed_module
+
+    def fit(native: bool):
+        monkeypatch.setattr(speed_module, "_cpu_bf16", lambda: native)
+        module, speed = AutocastProbe(2), SpeedOptions()
+        trainer = L.Trainer(max_steps=2, callbacks=[speed], logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                            precision="bf16-mixed")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(module)
+        assert trainer.global_step == 2
+        return module.computed_in, speed.applied["precision"], \
+            [str(w.message) for w in caught if "trainer.precision" in str(w.message)]
+
+    assert fit(True) == (torch.bfloat16, "bf16-mixed", [])
+    dtype, applied, messages = fit(False)
+    assert (dtype, applied) == (torch.float32, "32-true")
+    assert len(messages) == 1 and "no native bfloat16" in messages[0] and "32-true" in messages[0]

@@ -179,7 +179,8 @@ def test_test_metrics_come_from_the_best_checkpoint(best_not_last):
 
     results, output_dir = best_not_last
     module, datamodule = results["module"], results["datamodule"]
-    tester = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    tester = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                       precision=results["trainer"].precision)  # the run's own test, repeated
     on_best = tester.test(module, datamodule=datamodule, ckpt_path=results["best_checkpoint"], verbose=False)[0]
     on_last = tester.test(module, datamodule=datamodule, ckpt_path=str(output_dir / "checkpoints" / "last.ckpt"),
                           verbose=False)[0]

@@ -4,7 +4,8 @@ Recipes ask for the fast settings on a GPU (``trainer.precision: bf16-mixed``, `
 and this callback makes them safe: a setting the hardware or network cannot use falls back, with one warning
 that names the option, before the first step, never as a crash mid-epoch.
 
-- bf16 (``trainer.precision=bf16-mixed``) on a CUDA device without bfloat16 (pre-Ampere): 16-mixed instead.
+- bf16 (``trainer.precision=bf16-mixed``) on a CUDA device without bfloat16 (pre-Ampere): 16-mixed instead; on a
+  CPU without native bfloat16 math (AVX512-BF16/AMX on x86): 32-true (emulated bf16 is slower than float32).
 - ``channels_last`` on a network with 3D convolutions (channels_last is a 4D layout): left as is.
 - ``compile`` (opt-in; on UNet++ with a ragged last batch it recompiled and ran ~10x slower): compiled in place
   (``nn.Module.compile``, so checkpoint keys do not change) where TorchDynamo and, on CUDA, Triton are usable.
@@ -50,6 +51,13 @@ class SpeedOptions(L.Callback):
                            "support; training with 16-mixed (float16 autocast + gradient scaling) instead.")
             trainer.strategy.precision_plugin = MixedPrecision("16-mixed", "cuda", torch.amp.GradScaler("cuda"))
             return "16-mixed"
+        if precision.startswith("bf16") and device.type == "cpu" and not _cpu_bf16():
+            from lightning.pytorch.plugins.precision import Precision
+
+            rank_zero_warn(f"trainer.precision={precision}: this CPU has no native bfloat16 math (AVX512-BF16 or "
+                           "AMX); training in 32-true instead, which is faster here than emulated bfloat16.")
+            trainer.strategy.precision_plugin = Precision()
+            return "32-true"
         return precision
 
     @staticmethod
@@ -76,6 +84,14 @@ class SpeedOptions(L.Callback):
 def _cuda_bf16(device: torch.device) -> bool:
     # Native bf16 only (compute capability 8.0+): emulated bf16 on older GPUs is slower than float16.
     return torch.cuda.get_device_capability(device)[0] >= 8
+
+
+def _cpu_bf16() -> bool:
+    # What TorchInductor asks too: oneDNN has native bf16 kernels for this CPU.
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _compile_unavailable(device: torch.device) -> str | None:
