@@ -32,6 +32,20 @@ def median_seconds(function, repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(functions: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each function, timed in turn within every repeat, so that a machine's drift (other load,
+    clocks) falls on all of them alike rather than on whichever ran last."""
+    for function in functions.values():
+        function()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 UNETPP = {"arch": "UnetPlusPlus", "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 1,
           "encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16]}
 
@@ -70,11 +84,12 @@ def measure_2d(batch: int = 16, size: int = 128, repeats: int = 5, device: str =
         sync()
 
     tensor = preprocessing.prepare(images).to(device)
-    results = {"device": device, "network": network_name, "batch": batch, "size": size,
-               "bare_forward_ms": 1000 * median_seconds(bare, repeats),
-               "hand_written_ms": 1000 * median_seconds(lambda: (hand_written(), sync()), repeats),
-               "packaged_predict_ms": 1000 * median_seconds(
-                   lambda: packaged.predict(listed, params={"mode": "image"}), repeats)}
+    medians = interleaved_medians({"bare_forward_ms": bare,
+                                   "hand_written_ms": lambda: (hand_written(), sync()),
+                                   "packaged_predict_ms": lambda: packaged.predict(listed, params={"mode": "image"})},
+                                  repeats)
+    results = {"device": device, "network": network_name, "batch": batch, "size": size, "repeats": repeats,
+               **{name: 1000 * seconds for name, seconds in medians.items()}}
     results["packaged_vs_hand_written"] = results["packaged_predict_ms"] / results["hand_written_ms"]
     return results
 

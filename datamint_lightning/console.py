@@ -15,6 +15,7 @@ _LIGHTNING_NOISE = re.compile(r"litlogger|LitLogger|TPU available|HPU available"
 # Library warnings about library internals, printed on every run (the user cannot act on them).
 _WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),  # Lightning's _pytree on torch 2.14
+    (r"Precision .* is not supported by the model summary", UserWarning),  # its size estimate, under bf16
 )
 
 

@@ -188,3 +188,11 @@ def test_contradicting_device_options_fail_before_anything_runs(store, tmp_path)
         _datamodule(store, tmp_path, device_cache="gpu")
     with pytest.raises(ConfigError, match="device_cache_fraction"):
         _datamodule(store, tmp_path, device_cache_fraction=0)
+
+
+def test_a_loader_taken_without_a_trainer_keeps_its_augmentation(store, tmp_path):
+    """A user's own loop never calls Lightning's on_after_batch_transfer: the loader must augment per item."""
+    dm = _datamodule(store, tmp_path, augment=True, augment_on_device=True)
+    dm.setup()
+    loader = dm.train_dataloader()
+    assert dm._batch_augment is None and loader.dataset.transform is not None

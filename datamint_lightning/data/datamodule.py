@@ -260,12 +260,15 @@ class DatamintDataModule(L.LightningDataModule):
         version made epochs ~6% faster too (bench/bench_training.py). false: per item in the loader."""
         if self.augment_on_device is False or not self.augment:
             return False
+        if getattr(self, "trainer", None) is None:
+            return False  # a loop of the user's own never calls on_after_batch_transfer: augment per item
         if not self._default_augmentation():
             if self.augment_on_device is True or self.device_cache is True:
                 from lightning.pytorch.utilities import rank_zero_warn
 
-                rank_zero_warn("data.augment_on_device=true applies to the default 2D augmentation; custom "
-                               "data.train_transforms (and 3D patch sampling) run per item in the loader.")
+                rank_zero_warn("Batched augmentation on the device (data.augment_on_device, data.device_cache) "
+                               "applies to the default 2D augmentation; custom data.train_transforms (and 3D "
+                               "patch sampling) run per item in the loader.")
             return False
         return True
 
