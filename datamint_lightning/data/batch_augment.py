@@ -56,21 +56,21 @@ class BatchAugment2d:
         def chosen(probability: float) -> torch.Tensor:
             return torch.rand(count, generator=g, device=image.device) < probability
 
+        # Every item is resampled and the unpicked ones keep their original pixels (torch.where): no
+        # data-dependent shapes, so no host-device synchronisation on a GPU.
         out = dict(batch)
         image = image.float()
-        picked = chosen(p["affine_prob"]).nonzero().flatten()
-        if len(picked):
-            theta = self._affine(len(picked), image.shape[-2:], uniform)
-            grid = torch.nn.functional.affine_grid(theta, [len(picked), *image.shape[1:]], align_corners=True)
-            image = image.clone()
-            image[picked] = torch.nn.functional.grid_sample(image[picked], grid, mode="bilinear",
-                                                            padding_mode="zeros", align_corners=True)
-            if self.segmentation:
-                label = batch["label"].clone()
-                moved = torch.nn.functional.grid_sample(label[picked].float(), grid, mode="nearest",
-                                                        padding_mode="zeros", align_corners=True)
-                label[picked] = moved.to(label.dtype)
-                out["label"] = label
+        affine = chosen(p["affine_prob"]).view(-1, 1, 1, 1)
+        theta = self._affine(count, image.shape[-2:], uniform)
+        grid = torch.nn.functional.affine_grid(theta, list(image.shape), align_corners=True)
+        moved = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros",
+                                                align_corners=True)
+        image = torch.where(affine, moved, image)
+        if self.segmentation:
+            label = batch["label"]
+            moved = torch.nn.functional.grid_sample(label.float(), grid, mode="nearest", padding_mode="zeros",
+                                                    align_corners=True)
+            out["label"] = torch.where(affine, moved.to(label.dtype), label)
         factor = torch.where(chosen(p["intensity_prob"]),
                              uniform(1 - p["intensity_factor"], 1 + p["intensity_factor"], count), 1.0)
         noise_std = torch.where(chosen(p["noise_prob"]), uniform(0.0, p["noise_std"], count), 0.0)

@@ -276,12 +276,14 @@ class DatamintDataModule(L.LightningDataModule):
         """The split's ``DeviceBatches`` when ``data.device_cache`` keeps it on the training device, else None.
         auto: on a GPU, when the split fits in ``device_cache_fraction`` of the free device memory; true: on any
         device, falling back to the loader (with one warning) when it does not fit."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:  # a loader taken outside Lightning (nothing decided yet for the trainer's device)
+            return None
         if split in self._device_batches:
             return self._device_batches[split]
         self._device_batches[split] = None
-        trainer = getattr(self, "trainer", None)
         explicit = self.device_cache is True
-        if self.device_cache is False or trainer is None or (not explicit and not self._on_gpu()):
+        if self.device_cache is False or (not explicit and not self._on_gpu()):
             return None
         from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
