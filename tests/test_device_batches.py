@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from model_factories import TINY_2D_NETWORK
+from model_factories import TINY_2D_NETWORK, TINY_CLASSIFIER
 from test_datamodule_helpers import make_project
 
 from datamint_lightning.data.batch_augment import DEFAULT_2D, BatchAugment2d, affine_theta
@@ -196,3 +196,33 @@ def test_a_loader_taken_without_a_trainer_keeps_its_augmentation(store, tmp_path
     dm.setup()
     loader = dm.train_dataloader()
     assert dm._batch_augment is None and loader.dataset.transform is not None
+
+
+@pytest.mark.parametrize("task, categories", [("classification", [("tumor",), ("normal",)]),
+                                              ("multilabel_classification", [("edema", "tumor"), ("normal",)])])
+def test_classification_batches_keep_their_targets_on_the_device(tmp_path, task, categories):
+    """Class indices and multi-hot vectors pass through the device cache and the batched augmentation untouched,
+    while the images are augmented."""
+    from datamint_lightning.training.classification_module import ClassificationModule
+
+    store = ProjectStore(tmp_path / "store")
+    make_project(store, "Classes", patients=6, kind="image", task=task, categories=categories)
+    dm = DatamintDataModule("Classes", image_size=32, batch_size=4, seed=5, split={"train": 2 / 3, "val": 1 / 3},
+                            store_dir=str(store.root), cache_dir=str(tmp_path / "cache"), device_cache=True)
+    dm.setup()
+    seen = _Batches()
+    module = ClassificationModule(TINY_CLASSIFIER, dm.labels, multilabel=task.startswith("multilabel"))
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, callbacks=[seen],
+                        num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    assert isinstance(trainer.train_dataloader, DeviceBatches)
+    rows = dm.datasets["train"]
+    changed = 0
+    for batch in seen.train:
+        for position, index in enumerate(batch["patient_index"].tolist()):
+            row = next(rows[i] for i in range(len(rows)) if rows.metadata[i]["patient_index"] == index)
+            assert torch.equal(batch["label"][position], row["label"])
+            changed += not torch.equal(batch["image"][position], row["image"])
+    assert changed  # the images were augmented
+    assert batch["label"].dtype == (torch.float32 if task.startswith("multilabel") else torch.long)
