@@ -7,20 +7,10 @@ import os
 import threading
 
 import lightning as L
-import mlflow
-import pytest
 import torch
-from test_checkpoint_uploads import Tiny, _fit
+from test_checkpoint_uploads import Tiny, _fit, store  # noqa: F401  (store: the same run fixture)
 
 from datamint_lightning.tracking.checkpoint_files import link_or_copy
-
-
-@pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = mlflow.MlflowClient(uri)
-    experiment = client.create_experiment("ckpt", (tmp_path / "artifacts").as_uri())
-    return uri, client, client.create_run(experiment).info.run_id
 
 
 

@@ -129,6 +129,7 @@ def test_cli_prints_a_leaderboard_and_explains_bad_input(class_project, classifi
 def test_a_3d_model_is_evaluated_on_whole_volumes(tiny_demo, tmp_path):
     """A volume_segmentation model answers each case's whole volume; Dice per case equals MONAI's on the same
     masks, predicted independently through the packaged model."""
+    import torch
     from monai.metrics import compute_dice
 
     from datamint_lightning.data.volumes import read_nifti
@@ -145,8 +146,6 @@ def test_a_3d_model_is_evaluated_on_whole_volumes(tiny_demo, tmp_path):
         truth, _ = read_nifti(tiny_demo.path(resource.label), dtype=np.int16)
         mask = np.asarray(model.predict([image], params={"mode": "volume"})[0][0]["mask"])
         assert mask.shape == truth.shape == image.shape
-        import torch
-
         expected = float(compute_dice(torch.from_numpy(mask > 0)[None, None].float(),
                                       torch.from_numpy(truth == 1)[None, None].float(), ignore_empty=False))
         assert row["dice"] == pytest.approx(expected, abs=1e-6)

@@ -69,10 +69,6 @@ class DeviceBatches:
             numeric = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
             self.columns[key] = torch.tensor(values, device=self.device) if numeric else values
 
-    @property
-    def nbytes(self) -> int:
-        return self.images.nbytes + self.targets.nbytes
-
     def _order(self) -> torch.Tensor:
         count = len(self.images)
         if self.shuffle:

@@ -153,10 +153,6 @@ class ClassificationModule(L.LightningModule):
         return support[majority] / support.sum().clamp(min=1)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if self.hparams.scheduler == "none":
-            return optimizer
-        max_epochs = self.trainer.max_epochs if self.trainer and self.trainer.max_epochs and \
-            self.trainer.max_epochs > 0 else 100
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        from datamint_lightning.training.optimizers import adamw_cosine
+
+        return adamw_cosine(self)

@@ -96,10 +96,6 @@ class VolumeSegmentationModule(L.LightningModule):
         self._log_scores("test")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if self.hparams.scheduler == "none":
-            return optimizer
-        epochs = self.trainer.max_epochs
-        max_epochs = epochs if epochs and epochs > 0 else 100
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        from datamint_lightning.training.optimizers import adamw_cosine
+
+        return adamw_cosine(self)
