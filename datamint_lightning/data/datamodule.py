@@ -287,12 +287,13 @@ class DatamintDataModule(L.LightningDataModule):
             return None
         from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-        if self.dims != 2 or self.transform_specs[split] is not None or (split == "train" and not (
-                self._default_augmentation() or not self.augment)):
+        if self.dims != 2 or self.transform_specs[split] is not None:
             if explicit:
                 rank_zero_warn(f"data.device_cache=true does not apply to the {split} split (3D volumes and custom "
                                f"data.{split}_transforms run per item); it is streamed from the on-disk cache.")
             return None
+        if split == "train" and self.augment and self._batch_augment is None:
+            return None  # data.augment_on_device=false: the augmentation runs per item, in the loader
         if split != "train" and trainer.world_size > 1:
             return None  # evaluation keeps Lightning's distributed sampler: every item scored exactly once
         from datamint_lightning.data.device_batches import DeviceBatches, split_nbytes
