@@ -43,7 +43,7 @@ class PlainNiftiDataset(torch.utils.data.Dataset):
         label = self.lookup[np.clip(label, 0, 255).astype(np.uint8)]
         annotated = np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))
         empty = np.setdiff1d(np.arange(label.shape[0]), annotated)
-        keep = np.random.default_rng(self.seed).choice(empty, int(round(len(empty) * self.fraction)), replace=False)
+        keep = np.random.default_rng(self.seed).choice(empty, round(len(empty) * self.fraction), replace=False)
         indices = np.sort(np.concatenate([annotated, keep]))
         images = self.preprocessing.prepare(image[indices])
         labels = self.preprocessing.resize_labels(torch.from_numpy(label[indices])[:, None])
@@ -100,8 +100,10 @@ def main() -> None:
     items = epoch(home / "cache-0")
     median = {k: statistics.median(v) for k, v in results.items()}
 
-    print(f"{args.patients} CT volumes {tuple(args.shape)} -> {items} slices of {args.image_size}^2, "
-          f"medians of {args.repeats} epochs (setup + one pass over train/val/test)")
+    print(
+        f"{args.patients} CT volumes {tuple(args.shape)} -> {items} slices of {args.image_size}^2, "
+        f"medians of {args.repeats} epochs (setup + one pass over train/val/test)"
+    )
     print(f"  plain PyTorch Dataset (decode NIfTI per item): {median['baseline']:7.3f} s")
     print(f"  2D slices, cold cache:                         {median['cold']:7.3f} s")
     print(f"  2D slices, warm cache:                         {median['warm']:7.3f} s")

@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,17 +46,25 @@ def interleaved_medians(functions: dict, repeats: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-UNETPP = {"arch": "UnetPlusPlus", "encoder_name": "resnet34", "encoder_weights": None, "in_channels": 1,
-          "encoder_depth": 5, "decoder_channels": [256, 128, 64, 32, 16]}
+UNETPP = {
+    "arch": "UnetPlusPlus",
+    "encoder_name": "resnet34",
+    "encoder_weights": None,
+    "in_channels": 1,
+    "encoder_depth": 5,
+    "decoder_channels": [256, 128, 64, 32, 16],
+}
 
 
-def measure_2d(batch: int = 16, size: int = 128, repeats: int = 5, device: str = "cpu",
-               network_name: str = "tiny") -> dict:
+def measure_2d(
+    batch: int = 16, size: int = 128, repeats: int = 5, device: str = "cpu", network_name: str = "tiny"
+) -> dict:
     """Median milliseconds for one batch of ``batch`` raw slices: packaged predict, hand-written, bare forward."""
     import numpy as np
     import torch
 
     from datamint_lightning.packaging.flavor import load_model
+
     sys.path.insert(0, sys_path_tests)
     from model_factories import TINY_2D_NETWORK, save_tiny_segmentation_model, tiny_2d_network
 
@@ -65,8 +73,12 @@ def measure_2d(batch: int = 16, size: int = 128, repeats: int = 5, device: str =
     images = rng.normal(40, 80, (batch, size, size)).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
         network, preprocessing = save_tiny_segmentation_model(
-            Path(folder) / "seg2d", image_size=size, network=tiny_2d_network(config=config),
-            model_settings={"batch_size": batch, "need_gpu": device == "cuda"}, config=config)
+            Path(folder) / "seg2d",
+            image_size=size,
+            network=tiny_2d_network(config=config),
+            model_settings={"batch_size": batch, "need_gpu": device == "cuda"},
+            config=config,
+        )
         packaged = load_model(str(Path(folder) / "seg2d"), device=device)
     network = network.to(device).eval()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -84,12 +96,22 @@ def measure_2d(batch: int = 16, size: int = 128, repeats: int = 5, device: str =
         sync()
 
     tensor = preprocessing.prepare(images).to(device)
-    medians = interleaved_medians({"bare_forward_ms": bare,
-                                   "hand_written_ms": lambda: (hand_written(), sync()),
-                                   "packaged_predict_ms": lambda: packaged.predict(listed, params={"mode": "image"})},
-                                  repeats)
-    results = {"device": device, "network": network_name, "batch": batch, "size": size, "repeats": repeats,
-               **{name: 1000 * seconds for name, seconds in medians.items()}}
+    medians = interleaved_medians(
+        {
+            "bare_forward_ms": bare,
+            "hand_written_ms": lambda: (hand_written(), sync()),
+            "packaged_predict_ms": lambda: packaged.predict(listed, params={"mode": "image"}),
+        },
+        repeats,
+    )
+    results = {
+        "device": device,
+        "network": network_name,
+        "batch": batch,
+        "size": size,
+        "repeats": repeats,
+        **{name: 1000 * seconds for name, seconds in medians.items()},
+    }
     results["packaged_vs_hand_written"] = results["packaged_predict_ms"] / results["hand_written_ms"]
     return results
 
@@ -108,20 +130,24 @@ def main() -> None:
     import torch
 
     from datamint_lightning.packaging.flavor import load_model
+
     sys.path.insert(0, sys_path_tests)
     from model_factories import save_tiny_segmentation_model, save_tiny_volume_model
 
     two_d = measure_2d(args.batch, args.size, args.repeats, args.device, args.network)
     print(f"torch threads: {torch.get_num_threads()}")
-    print(f"2D batch of {args.batch} x {args.size}x{args.size} ({args.network}, {args.device}): bare forward "
-          f"{two_d['bare_forward_ms']:.1f} ms, hand-written decode+preprocess+forward+postprocess "
-          f"{two_d['hand_written_ms']:.1f} ms, packaged predict {two_d['packaged_predict_ms']:.1f} ms, "
-          f"ratio {two_d['packaged_vs_hand_written']:.2f}x")
+    print(
+        f"2D batch of {args.batch} x {args.size}x{args.size} ({args.network}, {args.device}): bare forward "
+        f"{two_d['bare_forward_ms']:.1f} ms, hand-written decode+preprocess+forward+postprocess "
+        f"{two_d['hand_written_ms']:.1f} ms, packaged predict {two_d['packaged_predict_ms']:.1f} ms, "
+        f"ratio {two_d['packaged_vs_hand_written']:.2f}x"
+    )
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as folder:
-        save_tiny_segmentation_model(Path(folder) / "seg2d", image_size=args.size,
-                                     model_settings={"batch_size": args.batch})
+        save_tiny_segmentation_model(
+            Path(folder) / "seg2d", image_size=args.size, model_settings={"batch_size": args.batch}
+        )
         save_tiny_volume_model(Path(folder) / "seg3d")
         packaged = load_model(str(Path(folder) / "seg2d"), device="cpu")
         packaged3d = load_model(str(Path(folder) / "seg3d"), device="cpu")
@@ -132,8 +158,10 @@ def main() -> None:
 
     volume3d = rng.normal(40, 80, (32, 96, 96)).astype(np.float32)
     seconds = median_seconds(lambda: packaged3d.predict([volume3d]), max(1, args.repeats // 2))
-    print(f"3D U-Net sliding window (roi 16x32x32, overlap 0.25) on {volume3d.shape}: {seconds:.2f} s, "
-          f"{volume3d.size / seconds / 1e6:.2f} Mvoxels/s")
+    print(
+        f"3D U-Net sliding window (roi 16x32x32, overlap 0.25) on {volume3d.shape}: {seconds:.2f} s, "
+        f"{volume3d.size / seconds / 1e6:.2f} Mvoxels/s"
+    )
 
 
 if __name__ == "__main__":

@@ -40,18 +40,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+import itertools
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["data.image_size=64", "data.batch_size=8", "model.network.encoder_name=resnet18",
-         "model.network.encoder_depth=3", "model.network.decoder_channels=[32,16,8]"]
+SMALL = [
+    "data.image_size=64",
+    "data.batch_size=8",
+    "model.network.encoder_name=resnet18",
+    "model.network.encoder_depth=3",
+    "model.network.decoder_channels=[32,16,8]",
+]
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 
 
 # ---- shared settings ------------------------------------------------------------------------------------------
 def recipe_overrides(args) -> list[str]:
     accelerator = "gpu" if args.device == "cuda" else "cpu"
-    overrides = [f"trainer.accelerator={accelerator}", "trainer.devices=1", f"trainer.max_epochs={args.epochs}",
-                 "callbacks.early_stopping=null", *QUIET]
+    overrides = [
+        f"trainer.accelerator={accelerator}",
+        "trainer.devices=1",
+        f"trainer.max_epochs={args.epochs}",
+        "callbacks.early_stopping=null",
+        *QUIET,
+    ]
     return overrides + (SMALL if args.small else []) + list(args.override)
 
 
@@ -101,11 +112,9 @@ def _step(module, net, optimizer, scaler, dtype, device, image, label):
 
 def _validate(module, net, dtype, device, batches) -> float:
     import torch
-
     from torchmetrics.segmentation import DiceScore
 
-    dice = DiceScore(len(module.labels) + 1, include_background=False, average="none",
-                     input_format="index").to(device)
+    dice = DiceScore(len(module.labels) + 1, include_background=False, average="none", input_format="index").to(device)
     net.eval()
     with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
         for image, label in batches:
@@ -122,7 +131,7 @@ def run_loop(cfg, device: str, folder: Path, resident: bool) -> dict:
     torch.manual_seed(cfg.seed)
     datamodule, module, net, optimizer, scheduler, dtype, scaler = _setup(cfg, device)
     train_loader, val_loader = datamodule.train_dataloader(), datamodule.val_dataloader()
-    to_device = lambda b: (b["image"].to(device, non_blocking=True), b["label"].to(device, non_blocking=True))  # noqa: E731
+    to_device = lambda b: (b["image"].to(device, non_blocking=True), b["label"].to(device, non_blocking=True))
     if resident:
         train_loader = [to_device(b) for b in train_loader]
         val_loader = [to_device(b) for b in val_loader]
@@ -138,8 +147,13 @@ def run_loop(cfg, device: str, folder: Path, resident: bool) -> dict:
         scheduler.step()
         score = _validate(module, net, dtype, device, val_loader if resident else map(to_device, val_loader))
         if not resident:  # best and last, with optimizer state, synchronously
-            state = {"epoch": epoch, "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "score": score}
+            state = {
+                "epoch": epoch,
+                "state_dict": net.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "score": score,
+            }
             if score > best:
                 best = score
                 torch.save(state, folder / "best.pt")
@@ -158,7 +172,9 @@ def loop_child(args) -> None:
     # The loop a team writes itself: MONAI's per-item augmentation in the DataLoader (workers on a GPU), batches
     # copied to the device each step. The ceiling preloads those batches once (augmented once, then reused).
     loop_data = ["data.augment_on_device=false", "data.device_cache=false"]
-    cfg = compose_config("liver_seg", recipe_overrides(args) + loop_data + [f"paths.output_dir={args.work / args.child}"])
+    cfg = compose_config(
+        "liver_seg", recipe_overrides(args) + loop_data + [f"paths.output_dir={args.work / args.child}"]
+    )
     result = run_loop(cfg, args.device, args.work / args.child, resident=args.child == "ceiling")
     print("RESULT " + json.dumps(result))
 
@@ -170,23 +186,38 @@ def run_framework(args, home: Path) -> dict:
     folder = args.work / "framework"
     shutil.rmtree(folder, ignore_errors=True)
     uri = f"sqlite:///{args.work / 'mlflow.db'}"
-    command = [sys.executable, "-m", "datamint_lightning", "recipe=liver_seg", *recipe_overrides(args),
-               f"tracking.uri={uri}", f"hydra.run.dir={folder}", "packaging.register=false"]
+    command = [
+        sys.executable,
+        "-m",
+        "datamint_lightning",
+        "recipe=liver_seg",
+        *recipe_overrides(args),
+        f"tracking.uri={uri}",
+        f"hydra.run.dir={folder}",
+        "packaging.register=false",
+    ]
     started = time.perf_counter()
     process = subprocess.run(command, cwd=args.work, env=environment(home), capture_output=True, text=True)
     wall = time.perf_counter() - started
     if process.returncode:
         raise SystemExit(f"framework run failed ({process.returncode}):\n{process.stderr[-4000:]}")
     client = MlflowClient(uri)
-    run = max((r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])),
-              key=lambda r: r.info.start_time)
+    run = max(
+        (r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])),
+        key=lambda r: r.info.start_time,
+    )
     first = {}  # one record per epoch: the gate logs the best val/dice again at the best step
     for record in sorted(client.get_metric_history(run.info.run_id, "val/dice"), key=lambda m: m.timestamp):
         first.setdefault(record.step, record)
     stamps = [first[step].timestamp / 1000 for step in sorted(first)]
-    durations = [b - a for a, b in zip(stamps, stamps[1:])]
-    return {"epoch_seconds": [float("nan"), *durations], "wall_seconds": wall, "run_id": run.info.run_id,
-            "disk": disk_usage([folder, artifact_folder(run.info.artifact_uri)]), "uri": uri}
+    durations = [b - a for a, b in itertools.pairwise(stamps)]
+    return {
+        "epoch_seconds": [float("nan"), *durations],
+        "wall_seconds": wall,
+        "run_id": run.info.run_id,
+        "disk": disk_usage([folder, artifact_folder(run.info.artifact_uri)]),
+        "uri": uri,
+    }
 
 
 def artifact_folder(uri: str) -> Path:
@@ -233,23 +264,40 @@ def memory_network(args) -> list[str]:
 
 def make_demo(args, home: Path, scale: int) -> None:
     """The demo project with ``scale`` times its patients, in the store under ``home``."""
-    demo = (f"from datamint_lightning.data.demo import ensure_demo_project, DEMO_PATIENTS;"
-            f"from datamint_lightning.data.projects import ProjectStore;"
-            f"ensure_demo_project(ProjectStore(), patients=DEMO_PATIENTS * {scale})")
+    demo = (
+        f"from datamint_lightning.data.demo import ensure_demo_project, DEMO_PATIENTS;"
+        f"from datamint_lightning.data.projects import ProjectStore;"
+        f"ensure_demo_project(ProjectStore(), patients=DEMO_PATIENTS * {scale})"
+    )
     subprocess.run([sys.executable, "-c", demo], env=environment(home), check=True, cwd=args.work)
 
 
 def memory(args) -> dict:
     results = {}
-    settings = ["trainer.accelerator=cpu", f"data.image_size={args.memory_image_size}", "trainer.max_epochs=1",
-                f"trainer.limit_train_batches={args.memory_batches}", f"trainer.limit_val_batches={args.memory_batches}",
-                "packaging.enabled=false", "callbacks.early_stopping=null", *QUIET, *memory_network(args)]
+    settings = [
+        "trainer.accelerator=cpu",
+        f"data.image_size={args.memory_image_size}",
+        "trainer.max_epochs=1",
+        f"trainer.limit_train_batches={args.memory_batches}",
+        f"trainer.limit_val_batches={args.memory_batches}",
+        "packaging.enabled=false",
+        "callbacks.early_stopping=null",
+        *QUIET,
+        *memory_network(args),
+    ]
     for scale in (1, 10):
         home = args.work / f"memory-{scale}x"
         env = environment(home)
         make_demo(args, home, scale)
-        fit = [sys.executable, "-m", "datamint_lightning", "recipe=liver_seg", *settings,
-               f"tracking.uri=sqlite:///{home / 'mlflow.db'}", f"hydra.run.dir={home / 'run'}"]
+        fit = [
+            sys.executable,
+            "-m",
+            "datamint_lightning",
+            "recipe=liver_seg",
+            *settings,
+            f"tracking.uri=sqlite:///{home / 'mlflow.db'}",
+            f"hydra.run.dir={home / 'run'}",
+        ]
         cold, _ = peak_rss(fit, env, args.work)  # builds the slice cache
         warm, _ = peak_rss(fit, env, args.work)
         slices = sum(len(list(p.glob("*"))) for p in (home / "cache" / "slices").glob("*"))
@@ -258,8 +306,16 @@ def memory(args) -> dict:
     results["settings"] = " ".join(o for o in settings if not o.startswith("trainer.enable"))
     results["ratio_10x_over_1x_warm"] = results["10x"]["peak_rss_warm_bytes"] / results["1x"]["peak_rss_warm_bytes"]
     results["ratio_10x_over_1x_cold"] = results["10x"]["peak_rss_cold_bytes"] / results["1x"]["peak_rss_cold_bytes"]
-    stages = [sys.executable, str(Path(__file__)), "--stages-child", "--work", str(args.work),
-              "--memory-image-size", str(args.memory_image_size), *(["--small"] if args.small else [])]
+    stages = [
+        sys.executable,
+        str(Path(__file__)),
+        "--stages-child",
+        "--work",
+        str(args.work),
+        "--memory-image-size",
+        str(args.memory_image_size),
+        *(["--small"] if args.small else []),
+    ]
     _, text = peak_rss(stages, environment(args.work / "memory-1x"), args.work)
     results["stages_1x"] = json.loads(next(line[7:] for line in text.splitlines() if line.startswith("RESULT ")))
     return results
@@ -267,6 +323,7 @@ def memory(args) -> dict:
 
 def stages_child(args) -> None:
     """What the 1x peak is made of: RSS after each stage of a 2-batch fit's work, in one process."""
+
     def rss() -> int:
         with open("/proc/self/status") as status:
             return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS"))
@@ -286,8 +343,15 @@ def stages_child(args) -> None:
 
     from datamint_lightning.config import compose_config
 
-    cfg = compose_config("liver_seg", ["trainer.accelerator=cpu", f"data.image_size={args.memory_image_size}",
-                                       f"paths.output_dir={args.work / 'stages'}", *memory_network(args)])
+    cfg = compose_config(
+        "liver_seg",
+        [
+            "trainer.accelerator=cpu",
+            f"data.image_size={args.memory_image_size}",
+            f"paths.output_dir={args.work / 'stages'}",
+            *memory_network(args),
+        ],
+    )
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
     stages["datamodule set up (slices streamed from the cache)"] = rss()
@@ -311,9 +375,20 @@ def stages_child(args) -> None:
 
 # ---- report ---------------------------------------------------------------------------------------------------
 def child_timings(args, name: str, home: Path) -> dict:
-    command = [sys.executable, str(Path(__file__)), "--child", name, "--device", args.device, "--epochs",
-               str(args.epochs), "--work", str(args.work), *(["--small"] if args.small else []),
-               *[f"--override={o}" for o in args.override]]
+    command = [
+        sys.executable,
+        str(Path(__file__)),
+        "--child",
+        name,
+        "--device",
+        args.device,
+        "--epochs",
+        str(args.epochs),
+        "--work",
+        str(args.work),
+        *(["--small"] if args.small else []),
+        *[f"--override={o}" for o in args.override],
+    ]
     process = subprocess.run(command, env=environment(home), capture_output=True, text=True, cwd=args.work)
     if process.returncode:
         raise SystemExit(f"{name} failed:\n{process.stderr[-4000:]}")
@@ -325,40 +400,65 @@ def markdown(results: dict) -> str:
     speed = results.get("speed")
     if speed:
         lines += ["| what | s/epoch (median) | samples/s | vs plain loop |", "|---|---|---|---|"]
-        for name, label in (("loop", "hand-written PyTorch loop (DataLoader with per-item MONAI augmentation; "
-                                     "train, validate, save best + last synchronously)"),
-                            ("framework", "the framework (`recipe=liver_seg`, real CLI, MLflow, checkpoints, "
-                                          "its default data path)"),
-                            ("ceiling", "same steps, batches already on the device, no augmentation, no saving")):
+        for name, label in (
+            (
+                "loop",
+                "hand-written PyTorch loop (DataLoader with per-item MONAI augmentation; "
+                "train, validate, save best + last synchronously)",
+            ),
+            ("framework", "the framework (`recipe=liver_seg`, real CLI, MLflow, checkpoints, its default data path)"),
+            ("ceiling", "same steps, batches already on the device, no augmentation, no saving"),
+        ):
             row = speed[name]
-            lines.append(f"| {label} | {row['median_epoch_seconds']:.2f} | {row['samples_per_second']:.1f} | "
-                         f"{row['speed_vs_loop']:.2f} |")
-        lines += ["", f"Framework vs ceiling: {speed['framework_vs_ceiling']:.2f}. {speed['train_samples']} training "
-                      f"slices ({speed.get('scale', 1)}x the demo). Settings: `{speed['settings']}`.", ""]
+            lines.append(
+                f"| {label} | {row['median_epoch_seconds']:.2f} | {row['samples_per_second']:.1f} | "
+                f"{row['speed_vs_loop']:.2f} |"
+            )
+        lines += [
+            "",
+            f"Framework vs ceiling: {speed['framework_vs_ceiling']:.2f}. {speed['train_samples']} training "
+            f"slices ({speed.get('scale', 1)}x the demo). Settings: `{speed['settings']}`.",
+            "",
+        ]
     mem = results.get("memory")
     if mem:
-        lines += [f"| peak RSS of a 2-batch CPU fit ({mem.get('settings', '')}) | cold cache | warm cache |",
-                  "|---|---|---|"]
+        lines += [
+            f"| peak RSS of a 2-batch CPU fit ({mem.get('settings', '')}) | cold cache | warm cache |",
+            "|---|---|---|",
+        ]
         for scale in ("1x", "10x"):
-            lines.append(f"| {scale} the demo | {mem[scale]['peak_rss_cold_bytes'] / 2**30:.2f} GiB | "
-                         f"{mem[scale]['peak_rss_warm_bytes'] / 2**30:.2f} GiB |")
-        lines += [f"| 10x / 1x | {mem['ratio_10x_over_1x_cold']:.3f} | {mem['ratio_10x_over_1x_warm']:.3f} |", "",
-                  "What the 1x peak is made of (RSS after each stage, one process):", ""]
-        lines += [f"- {k}: {v / 2**20:.0f} MiB" if isinstance(v, int) else f"- {k}: {v}"
-                  for k, v in mem["stages_1x"].items()]
+            lines.append(
+                f"| {scale} the demo | {mem[scale]['peak_rss_cold_bytes'] / 2**30:.2f} GiB | "
+                f"{mem[scale]['peak_rss_warm_bytes'] / 2**30:.2f} GiB |"
+            )
+        lines += [
+            f"| 10x / 1x | {mem['ratio_10x_over_1x_cold']:.3f} | {mem['ratio_10x_over_1x_warm']:.3f} |",
+            "",
+            "What the 1x peak is made of (RSS after each stage, one process):",
+            "",
+        ]
+        lines += [
+            f"- {k}: {v / 2**20:.0f} MiB" if isinstance(v, int) else f"- {k}: {v}" for k, v in mem["stages_1x"].items()
+        ]
         lines.append("")
     disk = results.get("disk")
     if disk:
-        lines += [f"Disk per run: {disk['bytes_on_disk'] / 2**20:.1f} MiB on disk "
-                  f"({disk['bytes_if_copied'] / 2**20:.1f} MiB if the run's artifacts were copies); weights files: "
-                  + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in disk["weights_files"].items())
-                  + f"; temp files left: {len(disk['temp_leftovers'])}.", ""]
+        lines += [
+            f"Disk per run: {disk['bytes_on_disk'] / 2**20:.1f} MiB on disk "
+            f"({disk['bytes_if_copied'] / 2**20:.1f} MiB if the run's artifacts were copies); weights files: "
+            + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in disk["weights_files"].items())
+            + f"; temp files left: {len(disk['temp_leftovers'])}.",
+            "",
+        ]
     predict = results.get("predict")
     if predict:
-        lines += [f"Predict ({predict['network']}, batch {predict['batch']} x {predict['size']} px, "
-                  f"{predict['device']}): packaged {predict['packaged_predict_ms']:.1f} ms, hand-written "
-                  f"{predict['hand_written_ms']:.1f} ms, bare forward {predict['bare_forward_ms']:.1f} ms: "
-                  f"packaged / hand-written {predict['packaged_vs_hand_written']:.2f}.", ""]
+        lines += [
+            f"Predict ({predict['network']}, batch {predict['batch']} x {predict['size']} px, "
+            f"{predict['device']}): packaged {predict['packaged_predict_ms']:.1f} ms, hand-written "
+            f"{predict['hand_written_ms']:.1f} ms, bare forward {predict['bare_forward_ms']:.1f} ms: "
+            f"packaged / hand-written {predict['packaged_vs_hand_written']:.2f}.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -378,8 +478,13 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override, for every column")
     parser.add_argument("--scale", type=int, default=1, help="speed columns on N times the demo project")
     parser.add_argument("--skip", action="append", default=[], choices=["speed", "memory", "predict"])
-    parser.add_argument("--columns", nargs="+", default=["loop", "framework", "ceiling"],
-                        choices=["loop", "framework", "ceiling"], help="speed columns to run (ratios need loop)")
+    parser.add_argument(
+        "--columns",
+        nargs="+",
+        default=["loop", "framework", "ceiling"],
+        choices=["loop", "framework", "ceiling"],
+        help="speed columns to run (ratios need loop)",
+    )
     parser.add_argument("--memory-image-size", type=int, default=256)
     parser.add_argument("--memory-batches", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / "bench" / ".work")
@@ -394,8 +499,11 @@ def main() -> None:
     if args.stages_child:
         return stages_child(args)
     args.work.mkdir(parents=True, exist_ok=True)
-    results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(args.device),
-               "command": "python bench/bench_training.py " + " ".join(sys.argv[1:])}
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(args.device),
+        "command": "python bench/bench_training.py " + " ".join(sys.argv[1:]),
+    }
     if "speed" not in args.skip:
         home = args.work / ("home" if args.scale == 1 else f"home-{args.scale}x")
         make_demo(args, home, args.scale)
@@ -412,12 +520,16 @@ def main() -> None:
         speed = {"settings": " ".join(recipe_overrides(args)), "train_samples": samples, "scale": args.scale}
         for name, column in columns.items():
             median = steady(column["epoch_seconds"])
-            speed[name] = {"epoch_seconds": column["epoch_seconds"], "median_epoch_seconds": median,
-                           "samples_per_second": samples / median}
+            speed[name] = {
+                "epoch_seconds": column["epoch_seconds"],
+                "median_epoch_seconds": median,
+                "samples_per_second": samples / median,
+            }
         for name in columns:
             speed[name]["speed_vs_loop"] = speed["loop"]["median_epoch_seconds"] / speed[name]["median_epoch_seconds"]
-        speed["framework_vs_ceiling"] = speed["ceiling"]["median_epoch_seconds"] / \
-            speed["framework"]["median_epoch_seconds"]
+        speed["framework_vs_ceiling"] = (
+            speed["ceiling"]["median_epoch_seconds"] / speed["framework"]["median_epoch_seconds"]
+        )
         speed["framework_wall_seconds"] = columns["framework"]["wall_seconds"]
         results["speed"], results["disk"] = speed, columns["framework"]["disk"]
     if "memory" not in args.skip:

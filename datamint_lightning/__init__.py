@@ -43,11 +43,32 @@ _EXPORTS = {
     "PredictionError": "datamint_lightning.errors",
 }
 # The official SDK's datamint.mlflow names (see datamint_lightning/mlflow.py), one implementation.
-_EXPORTS.update({name: "datamint_lightning.mlflow" for name in (
-    "ensure_mlflow_configured", "setup_mlflow_environment", "EnvVars", "set_project", "DatamintExperimentProvider",
-    "DatamintStore", "DatamintArtifactsRepository", "MLflowModelCheckpoint", "DatamintMLflowDataset",
-    "ModelSettings", "TaskType", "PredictionMode", "ModeSpec", "PredictionRouter", "prediction_mode",
-    "save_model", "log_model", "load_model", "autolog")})
+_EXPORTS.update(
+    dict.fromkeys(
+        (
+            "ensure_mlflow_configured",
+            "setup_mlflow_environment",
+            "EnvVars",
+            "set_project",
+            "DatamintExperimentProvider",
+            "DatamintStore",
+            "DatamintArtifactsRepository",
+            "MLflowModelCheckpoint",
+            "DatamintMLflowDataset",
+            "ModelSettings",
+            "TaskType",
+            "PredictionMode",
+            "ModeSpec",
+            "PredictionRouter",
+            "prediction_mode",
+            "save_model",
+            "log_model",
+            "load_model",
+            "autolog",
+        ),
+        "datamint_lightning.mlflow",
+    )
+)
 __all__ = sorted(_EXPORTS)
 
 

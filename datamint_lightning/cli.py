@@ -73,31 +73,43 @@ def _redact_hydra_files() -> None:
 
 
 def _summary(results: dict[str, Any]) -> str:
-    lines = ["", "Training finished.", f"  MLflow run:      {results['run_id']}",
-             f"  best checkpoint: {results['best_checkpoint']}"]
+    lines = [
+        "",
+        "Training finished.",
+        f"  MLflow run:      {results['run_id']}",
+        f"  best checkpoint: {results['best_checkpoint']}",
+    ]
     lines += [f"  {name}: {value:.4f}" for name, value in sorted(results["test_results"].items())]
     if results.get("registered_model_name"):
         uri = f"models:/{results['registered_model_name']}/{results['registered_model_version']}"
-        lines += [f"  registered:      {uri}" + ("  (now @champion)" if results.get("champion") else ""),
-                  f"  predict:         mlflow.pyfunc.load_model({uri!r}).predict([<file path or array>])"]
+        lines += [
+            f"  registered:      {uri}" + ("  (now @champion)" if results.get("champion") else ""),
+            f"  predict:         mlflow.pyfunc.load_model({uri!r}).predict([<file path or array>])",
+        ]
     elif results.get("model_uri"):
         lines.append(f"  model:           {results['model_uri']}")
         if results.get("not_registered"):
             lines.append(f"  not registered:  {results['not_registered']}")
     from datamint_lightning.tracking.store_guide import describe_store
 
-    lines += [f"  {line}" for line in describe_store(results["tracking_uri"], results["experiment_id"],
-                                                     results["run_id"])]
+    lines += [
+        f"  {line}" for line in describe_store(results["tracking_uri"], results["experiment_id"], results["run_id"])
+    ]
     if results.get("journal"):
-        lines.append(f"  NOT YET IN MLFLOW: records wait in {results['journal']}; send them with "
-                     f"`python -m datamint_lightning tracking replay {results['journal']}`")
+        lines.append(
+            f"  NOT YET IN MLFLOW: records wait in {results['journal']}; send them with "
+            f"`python -m datamint_lightning tracking replay {results['journal']}`"
+        )
     return "\n".join(lines)
 
 
 # Sub-commands handled outside Hydra: ``python -m datamint_lightning projects list`` and the like (cli_help says
 # what each does in --help).
-SUBCOMMANDS = {"projects": "datamint_lightning.data.project_cli", "tracking": "datamint_lightning.tracking.tracking_cli",
-               "evaluate": "datamint_lightning.training.evaluate_cli"}
+SUBCOMMANDS = {
+    "projects": "datamint_lightning.data.project_cli",
+    "tracking": "datamint_lightning.tracking.tracking_cli",
+    "evaluate": "datamint_lightning.training.evaluate_cli",
+}
 
 
 def main() -> None:

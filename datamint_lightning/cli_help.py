@@ -12,7 +12,7 @@ SUBCOMMAND_HELP = {
     "projects": "import, list and inspect the local projects (DICOM, NIfTI, NRRD, MSD, image folders)",
     "tracking": "where the MLflow store is (env, show) and replaying offline journals",
     "evaluate": "run registered models on a project's split and compare them: evaluate model=<models:/...> "
-                "data.project=<name>",
+    "data.project=<name>",
 }
 
 

@@ -46,8 +46,9 @@ def register_recipes() -> None:
 
     store = ConfigStore.instance()
     for path in sorted(recipes_dir().glob("*.yaml")):
-        store.store(group="recipe", name=path.stem, node=OmegaConf.load(path), package="_global_",
-                    provider="datamint_lightning")
+        store.store(
+            group="recipe", name=path.stem, node=OmegaConf.load(path), package="_global_", provider="datamint_lightning"
+        )
 
 
 def prepare_hydra() -> str:

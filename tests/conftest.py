@@ -14,23 +14,46 @@ import pytest
 
 # Tiny but real training settings for end-to-end tests (a full ResNet-34 UNet++ is too slow for CI).
 TINY_OVERRIDES = [
-    "data.image_size=64", "data.batch_size=8", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", "model.network.encoder_name=resnet18",
-    "model.network.encoder_depth=3", "model.network.decoder_channels=[32,16,8]", "data.augment=false", "packaging.min_score=null",
+    "data.image_size=64",
+    "data.batch_size=8",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "model.network.encoder_name=resnet18",
+    "model.network.encoder_depth=3",
+    "model.network.decoder_channels=[32,16,8]",
+    "data.augment=false",
+    "packaging.min_score=null",
 ]
 TINY_DEMO = {"patients": 5, "shape": (16, 64, 64)}
 TINY_BRAIN_DEMO_IMAGES = 30
 # The brain_tumor_cls recipe on tiny settings.
 TINY_CLS_OVERRIDES = [
-    "data.image_size=32", "data.batch_size=8", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", "data.augment=false", "packaging.min_score=null",
+    "data.image_size=32",
+    "data.batch_size=8",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "data.augment=false",
+    "packaging.min_score=null",
 ]
 # The same for 3D recipes (liver_seg_3d): a small U-Net on (16, 32, 32) patches of the tiny demo's volumes.
 TINY_3D_OVERRIDES = [
-    "data.patch_size=[16,32,32]", "data.samples_per_volume=1", "data.batch_size=2", "data.augment=false",
-    "model.network.channels=[4,8,16]", "model.network.strides=[2,2]", "model.network.num_res_units=0",
-    "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", "packaging.min_score=null",
+    "data.patch_size=[16,32,32]",
+    "data.samples_per_volume=1",
+    "data.batch_size=2",
+    "data.augment=false",
+    "model.network.channels=[4,8,16]",
+    "model.network.strides=[2,2]",
+    "model.network.num_res_units=0",
+    "trainer.max_epochs=1",
+    "trainer.check_val_every_n_epoch=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "packaging.min_score=null",
 ]
 
 
@@ -71,7 +94,6 @@ def tiny_brain_demo(isolated_home: Path):
     from datamint_lightning.data.projects import ProjectStore
 
     return ensure_brain_demo_project(ProjectStore(), images=TINY_BRAIN_DEMO_IMAGES)
-
 
 
 @pytest.fixture(scope="session")

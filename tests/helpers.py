@@ -30,17 +30,29 @@ def session_env(**overrides: str | None) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str | None] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """``python -m datamint_lightning <args>`` in a fresh process, from a scratch working directory."""
-    return subprocess.run([sys.executable, "-m", "datamint_lightning", *args], cwd=cwd or tempfile.mkdtemp(),
-                          env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "datamint_lightning", *args],
+        cwd=cwd or tempfile.mkdtemp(),
+        env={k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_python(code: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd or REPO, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd or REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def reset_mlflow_environment(baseline: dict[str, str]) -> None:

@@ -7,13 +7,32 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-TINY_2D_NETWORK = {"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [32, 16, 8],
-                   "in_channels": 1, "classes": 2, "encoder_weights": None}
-TINY_3D_NETWORK = {"arch": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 2,
-                   "channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}
+TINY_2D_NETWORK = {
+    "arch": "Unet",
+    "encoder_name": "resnet18",
+    "encoder_depth": 3,
+    "decoder_channels": [32, 16, 8],
+    "in_channels": 1,
+    "classes": 2,
+    "encoder_weights": None,
+}
+TINY_3D_NETWORK = {
+    "arch": "UNet",
+    "spatial_dims": 3,
+    "in_channels": 1,
+    "out_channels": 2,
+    "channels": [8, 16, 32],
+    "strides": [2, 2],
+    "num_res_units": 1,
+}
 TINY_CLASSIFIER = {"library": "torchvision", "arch": "resnet18", "in_channels": 1}
-TINY_3D_SETTINGS = {"input_size": [16, 32, 32], "spacing": [2.0, 1.0, 1.0], "sw_batch_size": 4, "overlap": 0.25,
-                    "intensity": {"intensity": "ct_window", "window_center": 60, "window_width": 400}}
+TINY_3D_SETTINGS = {
+    "input_size": [16, 32, 32],
+    "spacing": [2.0, 1.0, 1.0],
+    "sw_batch_size": 4,
+    "overlap": 0.25,
+    "intensity": {"intensity": "ct_window", "window_center": 60, "window_width": 400},
+}
 
 
 def tiny_2d_network(seed: int = 0, config: dict[str, Any] | None = None):
@@ -34,9 +53,15 @@ def tiny_3d_network(seed: int = 0, config: dict[str, Any] | None = None):
     return build_network(dict(config or TINY_3D_NETWORK), library="monai").eval()
 
 
-def save_tiny_segmentation_model(path: str | Path, labels: tuple[str, ...] = ("liver",), image_size: int = 64,
-                                 network=None, model_settings: dict[str, Any] | None = None, preprocessing=None,
-                                 config: dict[str, Any] | None = None):
+def save_tiny_segmentation_model(
+    path: str | Path,
+    labels: tuple[str, ...] = ("liver",),
+    image_size: int = 64,
+    network=None,
+    model_settings: dict[str, Any] | None = None,
+    preprocessing=None,
+    config: dict[str, Any] | None = None,
+):
     """Save a 2D ``DatamintSegmentationModel`` (CT window unless ``preprocessing`` is given; ``config``: its
     network config); returns (network, preprocessing)."""
     import numpy as np
@@ -54,14 +79,20 @@ def save_tiny_segmentation_model(path: str | Path, labels: tuple[str, ...] = ("l
     spec = {"network": config, "labels": list(labels), "preprocessing": preprocessing.to_dict(), "settings": settings}
     example = request_example(np.linspace(-200, 300, 32 * 32, dtype=np.float32).reshape(32, 32), {"mode": "image"})
     with tempfile.TemporaryDirectory() as folder:
-        save_model(DatamintSegmentationModel(), path, artifacts=write_model_files(folder, spec, network),
-                   annotation_specs=segmentation_specs(list(labels), "image"), model_settings=settings,
-                   input_example=example)
+        save_model(
+            DatamintSegmentationModel(),
+            path,
+            artifacts=write_model_files(folder, spec, network),
+            annotation_specs=segmentation_specs(list(labels), "image"),
+            model_settings=settings,
+            input_example=example,
+        )
     return network, preprocessing
 
 
-def save_tiny_volume_model(path: str | Path, labels: tuple[str, ...] = ("liver",), network=None,
-                           model_settings: dict[str, Any] | None = None):
+def save_tiny_volume_model(
+    path: str | Path, labels: tuple[str, ...] = ("liver",), network=None, model_settings: dict[str, Any] | None = None
+):
     """Save a 3D ``DatamintVolumeSegmentationModel``; returns the network."""
     import numpy as np
 
@@ -72,8 +103,9 @@ def save_tiny_volume_model(path: str | Path, labels: tuple[str, ...] = ("liver",
     network = network if network is not None else tiny_3d_network(config=config)
     example = request_example(np.zeros((8, 32, 32), np.float32), {"mode": "volume"}, max_side=32)
     example[0][0]["spacing"] = [2.0, 1.0, 1.0]
-    save_volume_segmentation(path, network, config, list(labels), {**TINY_3D_SETTINGS, **(model_settings or {})},
-                             input_example=example)
+    save_volume_segmentation(
+        path, network, config, list(labels), {**TINY_3D_SETTINGS, **(model_settings or {})}, input_example=example
+    )
     return network
 
 
@@ -86,10 +118,15 @@ def tiny_classifier(num_classes: int, seed: int = 0, config: dict[str, Any] | No
     return build_classifier({**(config or TINY_CLASSIFIER), "num_classes": num_classes})
 
 
-def save_tiny_classification_model(path: str | Path, labels: tuple[str, ...] = ("normal", "nodule", "mass"),
-                                   multilabel: bool = False, image_size: int = 64, network=None,
-                                   config: dict[str, Any] | None = None,
-                                   model_settings: dict[str, Any] | None = None):
+def save_tiny_classification_model(
+    path: str | Path,
+    labels: tuple[str, ...] = ("normal", "nodule", "mass"),
+    multilabel: bool = False,
+    image_size: int = 64,
+    network=None,
+    config: dict[str, Any] | None = None,
+    model_settings: dict[str, Any] | None = None,
+):
     """Save a 2D ``DatamintClassificationModel`` (multi-label with ``multilabel``); returns (network, preprocessing)."""
     from datamint_lightning.data.preprocessing import Preprocessing
     from datamint_lightning.packaging.classification import save_classification
@@ -97,6 +134,7 @@ def save_tiny_classification_model(path: str | Path, labels: tuple[str, ...] = (
     config = dict(config or TINY_CLASSIFIER)
     network = network if network is not None else tiny_classifier(len(labels), config=config)
     preprocessing = Preprocessing(image_size=image_size)
-    save_classification(path, network, config, list(labels), preprocessing, multilabel=multilabel,
-                        model_settings=model_settings)
+    save_classification(
+        path, network, config, list(labels), preprocessing, multilabel=multilabel, model_settings=model_settings
+    )
     return network, preprocessing

@@ -13,10 +13,9 @@ from test_checkpoint_uploads import Tiny, _fit, store  # noqa: F401  (store: the
 from datamint_lightning.tracking.checkpoint_files import link_or_copy
 
 
-
 def test_embedded_store_holds_each_checkpoint_once_and_no_temp_files(tmp_path, store):
-    uri, client, run_id = store
-    trainer, checkpoint, _ = _fit(tmp_path, uri, run_id, None)
+    uri, _client, run_id = store
+    trainer, _checkpoint, _ = _fit(tmp_path, uri, run_id, None)
     trainer.fit(Tiny())
     artifacts = tmp_path / "artifacts" / run_id / "artifacts" / "checkpoints"
     on_disk = sorted((tmp_path / "ckpt").iterdir())
@@ -28,7 +27,7 @@ def test_embedded_store_holds_each_checkpoint_once_and_no_temp_files(tmp_path, s
 
 
 def test_best_is_weights_only_and_last_keeps_the_optimizer(tmp_path, store):
-    uri, client, run_id = store
+    uri, _client, run_id = store
     trainer, checkpoint, _ = _fit(tmp_path, uri, run_id, None, epochs=3)
     trainer.fit(Tiny())
     best = torch.load(checkpoint.best_model_path, weights_only=True)
@@ -62,12 +61,19 @@ class _Gate(L.Callback):
 
 
 def test_training_never_waits_for_the_writer_and_files_hold_the_state_at_save_time(tmp_path, store):
-    uri, client, run_id = store
+    uri, _client, run_id = store
     _, checkpoint, _ = _fit(tmp_path, uri, run_id, None, top_k=-1)
     checkpoint._write_slots = threading.Semaphore(20)
     gate = _Gate(checkpoint)
-    trainer = L.Trainer(max_epochs=5, callbacks=[gate, checkpoint], logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=5,
+        callbacks=[gate, checkpoint],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
     trainer.fit(Tiny())
     assert gate.written_during_training == [] and len(gate.weights) == 5
     for epoch, weights in enumerate(gate.weights):

@@ -47,12 +47,25 @@ class Tiny(L.LightningModule):
 
 def _fit(tmp_path: Path, uri: str, run_id: str, module: Tiny | None, epochs: int = 5, top_k: int = 1):
     recorder = RunRecorder(uri, run_id, tmp_path / "journal.jsonl", retry_interval=3600)
-    checkpoint = MLflowModelCheckpoint(dirpath=tmp_path / "ckpt", filename="epoch{epoch:02d}", monitor="val/score",
-                                       mode="max", save_top_k=top_k, save_last=True)
+    checkpoint = MLflowModelCheckpoint(
+        dirpath=tmp_path / "ckpt",
+        filename="epoch{epoch:02d}",
+        monitor="val/score",
+        mode="max",
+        save_top_k=top_k,
+        save_last=True,
+    )
     checkpoint.attach(uri, run_id, recorder, task="Tiny")
-    trainer = L.Trainer(max_epochs=epochs, callbacks=[checkpoint], logger=ResilientMLFlowLogger(recorder, experiment_id="0"),
-                        enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-                        accelerator="cpu", num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        callbacks=[checkpoint],
+        logger=ResilientMLFlowLogger(recorder, experiment_id="0"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
     return trainer, checkpoint, recorder
 
 
@@ -66,7 +79,7 @@ def store(tmp_path):
 
 def test_top_k_best_and_last_are_mirrored_in_the_run(tmp_path, store):
     uri, client, run_id = store
-    trainer, checkpoint, recorder = _fit(tmp_path, uri, run_id, None)
+    trainer, _checkpoint, recorder = _fit(tmp_path, uri, run_id, None)
     trainer.fit(Tiny())
     in_run = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
     on_disk = {f"checkpoints/{p.name}" for p in (tmp_path / "ckpt").iterdir()}
@@ -84,7 +97,7 @@ def test_top_k_best_and_last_are_mirrored_in_the_run(tmp_path, store):
 
 def test_checkpoints_written_before_a_crash_are_in_the_run(tmp_path, store):
     uri, client, run_id = store
-    trainer, checkpoint, _ = _fit(tmp_path, uri, run_id, None, top_k=-1)
+    trainer, _checkpoint, _ = _fit(tmp_path, uri, run_id, None, top_k=-1)
     with pytest.raises(RuntimeError, match="boom"):
         trainer.fit(Tiny(fail_at_epoch=3))
     in_run = {a.path.split("/")[-1] for a in client.list_artifacts(run_id, "checkpoints")}
@@ -115,8 +128,10 @@ def test_unreachable_store_journals_and_the_cli_replays(tmp_path, store, monkeyp
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["checkpoint.best"] == "checkpoints/epoch01.ckpt"
-    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} == \
-        {"checkpoints/epoch01.ckpt", "checkpoints/last.ckpt"}
+    assert {a.path for a in client.list_artifacts(run_id, "checkpoints")} == {
+        "checkpoints/epoch01.ckpt",
+        "checkpoints/last.ckpt",
+    }
     assert len(client.get_metric_history(run_id, "train/loss")) == 12
     assert not journal.exists()  # renamed to *.replayed-<time>.jsonl
     assert run_cli("tracking", "replay", str(journal)).returncode == 2

@@ -22,13 +22,29 @@ RESNET = {"library": "torchvision", "arch": "resnet18", "in_channels": 1}
 def datamodule(project: str, **options):
     from datamint_lightning.data.datamodule import DatamintDataModule
 
-    return DatamintDataModule(project, **{"image_size": 32, "batch_size": 8, "intensity": "auto", "augment": False,
-                                          "split": {"train": 0.6, "val": 0.2, "test": 0.2}, **options})
+    return DatamintDataModule(
+        project,
+        **{
+            "image_size": 32,
+            "batch_size": 8,
+            "intensity": "auto",
+            "augment": False,
+            "split": {"train": 0.6, "val": 0.2, "test": 0.2},
+            **options,
+        },
+    )
 
 
 def lightning_trainer(tmp_path: Path, logger=False, epochs: int = 2) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    return L.Trainer(
+        max_epochs=epochs,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +60,9 @@ def multilabel_project(tmp_path_factory, isolated_home):
     for index in range(20):
         image = make_brain_slice(900 + index, lesion=index % 2 == 0)
         Image.fromarray(image).save(folder / f"img{index}.png")
-        labels = [name for name, present in (("lesion", index % 2 == 0), ("wide", image.shape[1] > image.shape[0]))
-                  if present]
+        labels = [
+            name for name, present in (("lesion", index % 2 == 0), ("wide", image.shape[1] > image.shape[0])) if present
+        ]
         rows.append(f"img{index}.png,{';'.join(labels)}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return import_csv(folder / "labels.csv", "Multilabel Brains", multi_label=True)
@@ -67,8 +84,9 @@ def test_multiclass_logs_metrics_by_label_name(trained_multiclass):
     module, data, trainer = trained_multiclass
     assert data.task == "classification" and module.labels == ["no", "yes"] and not module.multilabel
     metrics = trainer.callback_metrics
-    assert {"train/loss", "val/loss", "val/accuracy", "val/f1", "val/auroc", "val/auroc_no", "val/auroc_yes"} <= \
-        set(metrics)
+    assert {"train/loss", "val/loss", "val/accuracy", "val/f1", "val/auroc", "val/auroc_no", "val/auroc_yes"} <= set(
+        metrics
+    )
     assert module.net.fc.out_features == 2 and module.net.conv1.in_channels == 1
 
 
@@ -112,7 +130,9 @@ def test_multilabel_uses_sigmoid_scores_and_bce(multilabel_project, tmp_path):
     module = ClassificationModule({"library": "torchvision", "arch": "resnet18"}, data.labels, multilabel=True)
     trainer = lightning_trainer(tmp_path, epochs=1)
     trainer.fit(module, datamodule=data)
-    assert {"val/accuracy", "val/f1", "val/auroc", "val/auroc_lesion", "val/auroc_wide"} <= set(trainer.callback_metrics)
+    assert {"val/accuracy", "val/f1", "val/auroc", "val/auroc_lesion", "val/auroc_wide"} <= set(
+        trainer.callback_metrics
+    )
     batch = next(iter(data.val_dataloader()))
     logits = module(batch["image"])
     assert batch["label"].shape == (len(batch["image"]), 2)
@@ -133,13 +153,15 @@ def test_test_report_lands_in_the_mlflow_run(trained_multiclass, tmp_path):
     client = mlflow.MlflowClient(uri)
     files = {Path(a.path).name for a in client.list_artifacts(logger.run_id, "test")}
     assert files == {"per_class_metrics.json", "confusion_matrix.json", "confusion_matrix.png", "roc_curves.png"}
-    table = json.loads(Path(client.download_artifacts(logger.run_id, "test/per_class_metrics.json", str(tmp_path)))
-                       .read_text())
+    table = json.loads(
+        Path(client.download_artifacts(logger.run_id, "test/per_class_metrics.json", str(tmp_path))).read_text()
+    )
     rows = {row[0]: dict(zip(table["columns"], row)) for row in table["data"]}
     assert sum(r["support"] for r in rows.values()) == len(data.datasets["test"])
     assert rows["yes"]["auroc"] == pytest.approx(result["test/auroc_yes"], abs=1e-5)
-    confusion = json.loads(Path(client.download_artifacts(logger.run_id, "test/confusion_matrix.json",
-                                                          str(tmp_path))).read_text())
+    confusion = json.loads(
+        Path(client.download_artifacts(logger.run_id, "test/confusion_matrix.json", str(tmp_path))).read_text()
+    )
     counts = np.array([row[1:] for row in confusion["data"]])
     assert counts.trace() / counts.sum() == pytest.approx(result["test/accuracy"], abs=1e-6)
     train = data.label_counts["train"]
@@ -189,9 +211,15 @@ def test_multilabel_project_trains_gates_and_registers(multilabel_project, tmp_p
 
     from datamint_lightning.training.classification_trainer import ClassificationTrainer
 
-    trainer = ClassificationTrainer(project=multilabel_project.name, overrides=[
-        *TINY_CLS_OVERRIDES, "trainer.max_epochs=1", "data.split={train: 0.6, val: 0.2, test: 0.2}",
-        f"paths.output_dir={tmp_path}"])
+    trainer = ClassificationTrainer(
+        project=multilabel_project.name,
+        overrides=[
+            *TINY_CLS_OVERRIDES,
+            "trainer.max_epochs=1",
+            "data.split={train: 0.6, val: 0.2, test: 0.2}",
+            f"paths.output_dir={tmp_path}",
+        ],
+    )
     results = trainer.fit()
     assert trainer.task_type == "multilabel_image_classification"
     assert {"test/auroc_lesion", "test/auroc_wide", "test/f1"} <= set(results["test_results"])

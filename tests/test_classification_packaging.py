@@ -13,8 +13,12 @@ from serving_helpers import tracking_store
 
 from datamint_lightning.data.brain_demo import make_brain_slice
 from datamint_lightning.data.preprocessing import Preprocessing
-from datamint_lightning.packaging.classification import (log_classification, network_scores, package_scores,
-                                                         score_agreement)
+from datamint_lightning.packaging.classification import (
+    log_classification,
+    network_scores,
+    package_scores,
+    score_agreement,
+)
 
 LABELS = ["lesion", "oedema", "vessel"]
 CONFIG = {"library": "torchvision", "arch": "resnet18", "in_channels": 1}
@@ -58,8 +62,11 @@ def test_logged_as_multilabel_image_classification(logged):
 
 def test_package_scores_equal_the_network_on_pictures_and_mr_arrays(logged):
     network, preprocessing, _, model = logged
-    examples = [png_item(make_brain_slice(1, True)), png_item(make_brain_slice(2, False)),
-                np.random.default_rng(0).normal(600, 150, (70, 90)).astype(np.float32)]  # MR units, percentile
+    examples = [
+        png_item(make_brain_slice(1, True)),
+        png_item(make_brain_slice(2, False)),
+        np.random.default_rng(0).normal(600, 150, (70, 90)).astype(np.float32),
+    ]  # MR units, percentile
     expected = network_scores(network, preprocessing, examples, multilabel=True)
     actual = package_scores(model, examples, LABELS)
     assert [e.shape for e in expected] == [(3,)] * 3

@@ -50,8 +50,10 @@ def test_help_lists_recipes_and_is_fast():
 
 
 def test_import_is_lazy():
-    result = run_python("import sys, datamint_lightning as d; d.DEMO_PROJECT_NAME; "
-                        "print(sorted(m for m in ('torch', 'lightning', 'mlflow', 'monai') if m in sys.modules))")
+    result = run_python(
+        "import sys, datamint_lightning as d; d.DEMO_PROJECT_NAME; "
+        "print(sorted(m for m in ('torch', 'lightning', 'mlflow', 'monai') if m in sys.modules))"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -78,8 +80,9 @@ def test_unknown_config_key(cli):
 
 
 def test_image_size_the_network_cannot_take(cli):
-    assert_clean_error(cli("recipe=liver_seg", "data.image_size=100"),
-                       "data.image_size=100", "multiple of 32", "(e.g. 96 or 128)")
+    assert_clean_error(
+        cli("recipe=liver_seg", "data.image_size=100"), "data.image_size=100", "multiple of 32", "(e.g. 96 or 128)"
+    )
 
 
 def test_unreachable_tracking_server(cli):

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_factories import save_tiny_segmentation_model
 from user_models import TINY_NET, TorchSegmenter
 
 from datamint_lightning.mlflow import load_model, save_model
 from datamint_lightning.networks import build_network
-from model_factories import save_tiny_segmentation_model
 
 pytestmark = pytest.mark.slow  # two saves and a fresh interpreter importing torch + mlflow: ~30 s
 
@@ -57,18 +57,22 @@ def test_packages_load_and_predict_where_the_project_is_not_installed(tmp_path):
         assert not list(Path(tmp_path / name).rglob("__pycache__"))  # sources only
     image = np.random.default_rng(1).normal(0, 100, (32, 32)).astype(np.float32)
     np.save(tmp_path / "image.npy", image)
-    expected = {name: load_model(str(tmp_path / name), device="cpu").predict([image])[0][0]["mask"].tolist()
-                for name in ("user", "builtin")}
+    expected = {
+        name: load_model(str(tmp_path / name), device="cpu").predict([image])[0][0]["mask"].tolist()
+        for name in ("user", "builtin")
+    }
 
     site_packages = [p for p in sys.path if p.endswith("site-packages")]
     models = {name: str(tmp_path / name) for name in ("user", "builtin")}
-    code = FRESH.format(site_packages=site_packages, image=str(tmp_path / "image.npy"), models=models,
-                        root=str(tmp_path))
+    code = FRESH.format(
+        site_packages=site_packages, image=str(tmp_path / "image.npy"), models=models, root=str(tmp_path)
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=workdir, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 import logging
+import re
 import sys
 import warnings
 
@@ -16,9 +15,11 @@ def test_help_lists_subcommands_and_each_recipe_with_its_line_without_importing_
     from datamint_lightning.cli_help import SUBCOMMAND_HELP, recipe_summary
     from datamint_lightning.paths import recipes_dir
 
-    code = ("import sys\nsys.argv = ['datamint_lightning', '--help']\nfrom datamint_lightning.cli import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules))\n")
+    code = (
+        "import sys\nsys.argv = ['datamint_lightning', '--help']\nfrom datamint_lightning.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'mlflow') if m in sys.modules))\n"
+    )
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "HEAVY []" in result.stdout
@@ -50,9 +51,17 @@ def _fit(tmp_path, callbacks, epochs=2, **trainer_args):
 
     data = torch.utils.data.TensorDataset(torch.ones(8, 2), torch.zeros(8, 1))
     loader = torch.utils.data.DataLoader(data, batch_size=4)
-    trainer = L.Trainer(max_epochs=epochs, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu",
-                        num_sanity_val_steps=0, **trainer_args)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+        **trainer_args,
+    )
     trainer.fit(Tiny(), loader, loader)
     return trainer
 
@@ -72,7 +81,6 @@ def test_epoch_summary_prints_one_plain_line_per_epoch(tmp_path, caplog):
 
 
 def test_progress_bar_follows_the_trainer_switch_and_the_terminal(tmp_path):
-    import lightning as L
     from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
     from datamint_lightning.training.callbacks.progress_bar import progress_bar
@@ -136,9 +144,11 @@ def test_quiet_third_party_hides_library_chatter_unless_verbose(verbose, caplog)
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_mlflow_chatter_stays_quiet_when_mlflow_is_imported_afterwards(verbose):
-    code = (f"from datamint_lightning.console import quiet_third_party\nquiet_third_party(verbose={verbose})\n"
-            "import logging, mlflow\n"
-            "logging.getLogger('mlflow.store.db.utils').info('Creating initial MLflow database tables...')\n")
+    code = (
+        f"from datamint_lightning.console import quiet_third_party\nquiet_third_party(verbose={verbose})\n"
+        "import logging, mlflow\n"
+        "logging.getLogger('mlflow.store.db.utils').info('Creating initial MLflow database tables...')\n"
+    )
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert ("Creating initial MLflow database tables" in result.stderr) is verbose
@@ -155,10 +165,20 @@ def test_the_best_marker_follows_the_monitored_metric(tmp_path, caplog):
 
     from datamint_lightning.training.callbacks.epoch_summary import EpochSummary
 
-    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, logger=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-                        callbacks=[ScriptedMetric([0.9, 0.5]), EpochSummary(),
-                                   ModelCheckpoint(dirpath=tmp_path, monitor="val/scripted", mode="max")])
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[
+            ScriptedMetric([0.9, 0.5]),
+            EpochSummary(),
+            ModelCheckpoint(dirpath=tmp_path, monitor="val/scripted", mode="max"),
+        ],
+    )
     with caplog.at_level(logging.INFO):
         trainer.fit(BoringModel())
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]

@@ -26,14 +26,16 @@ def registered(group: str, name: str) -> bool:
 
 needs_entry_points = pytest.mark.skipif(
     not registered("mlflow.tracking_store", "datamint+http"),
-    reason="the installed datamint-lightning metadata predates the entry points: reinstall (pip install -e .)")
+    reason="the installed datamint-lightning metadata predates the entry points: reinstall (pip install -e .)",
+)
 
 
 def fresh_python(code: str, env: dict[str, str], timeout: float = 300) -> str:
     """Run ``code`` in a new interpreter (MLflow discovers plugins there through entry points only)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DATAMINT_PROJECT", "DATAMINT_API"))}
-    result = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout + result.stderr
 
@@ -59,8 +61,11 @@ def test_env_vars_are_the_sdk_names():
 
 def test_datamint_uris_need_an_api_key_and_keep_it_out_of_the_uri(monkeypatch):
     monkeypatch.delenv("DATAMINT_API_KEY", raising=False)
-    with pytest.raises(TrackingError, match=r"'datamint\+http://127.0.0.1:9' needs a Datamint API key: set the "
-                                            r"DATAMINT_API_KEY"):
+    with pytest.raises(
+        TrackingError,
+        match=r"'datamint\+http://127.0.0.1:9' needs a Datamint API key: set the "
+        r"DATAMINT_API_KEY",
+    ):
         DatamintStore("datamint+http://127.0.0.1:9")
     monkeypatch.setenv("DATAMINT_API_KEY", SECRET)
     with pytest.raises(TrackingError, match="not in the tracking URI"):
@@ -73,14 +78,18 @@ def test_datamint_uris_need_an_api_key_and_keep_it_out_of_the_uri(monkeypatch):
     assert store.get_host_creds().token == SECRET  # sent as a bearer token
     monkeypatch.setenv("DATAMINT_API_URL", "http://127.0.0.1:5000")
     assert DatamintStore("datamint://").get_host_creds().host == "http://127.0.0.1:5000"
-    assert DatamintArtifactsRepository.resolve_uri("datamint:/3/abc/artifacts", "datamint+http://127.0.0.1:5000") == \
-        "http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/3/abc/artifacts"
+    assert (
+        DatamintArtifactsRepository.resolve_uri("datamint:/3/abc/artifacts", "datamint+http://127.0.0.1:5000")
+        == "http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/3/abc/artifacts"
+    )
 
 
 @needs_entry_points
 def test_a_datamint_uri_without_credentials_is_one_clear_error_in_mlflow_itself():
-    code = ("import mlflow\ntry:\n    mlflow.MlflowClient('datamint+http://127.0.0.1:9').search_experiments()\n"
-            "except Exception as error:\n    print(type(error).__name__, error)\n")
+    code = (
+        "import mlflow\ntry:\n    mlflow.MlflowClient('datamint+http://127.0.0.1:9').search_experiments()\n"
+        "except Exception as error:\n    print(type(error).__name__, error)\n"
+    )
     output = fresh_python(code, {})
     assert "TrackingError Tracking URI 'datamint+http://127.0.0.1:9' needs a Datamint API key" in output
 
@@ -95,9 +104,11 @@ def test_dataset_source_resolves_in_a_fresh_process(tmp_path):
     dataset = DatamintMLflowDataset("p-9", "Chest", "train", ["r-1", "r-2"], extra_params={"fold": 3})
     client.log_inputs(run.info.run_id, [mlflow.entities.DatasetInput(dataset._to_mlflow_entity())])
     assert json.loads(dataset.to_dict()["profile"])["extra_params"] == {"fold": 3}
-    code = (f"import mlflow\nrun = mlflow.MlflowClient({uri!r}).get_run({run.info.run_id!r})\n"
-            "source = mlflow.data.get_source(run.inputs.dataset_inputs[0].dataset)\n"
-            "print(type(source).__module__, type(source).__name__, source.project_id, source.uri)\n")
+    code = (
+        f"import mlflow\nrun = mlflow.MlflowClient({uri!r}).get_run({run.info.run_id!r})\n"
+        "source = mlflow.data.get_source(run.inputs.dataset_inputs[0].dataset)\n"
+        "print(type(source).__module__, type(source).__name__, source.project_id, source.uri)\n"
+    )
     output = fresh_python(code, {"MLFLOW_TRACKING_URI": uri})
     assert "datamint_lightning.data.lineage DatamintProjectSource p-9 datamint-project://p-9" in output
 
@@ -130,8 +141,12 @@ def test_datamint_server_end_to_end(tmp_path):
     try:
         uri = f"datamint+http://127.0.0.1:{server.port}"
         tests = os.path.dirname(__file__)
-        env = {"MLFLOW_TRACKING_URI": uri, "DATAMINT_API_KEY": SECRET, "DATAMINT_PROJECT_NAME": "Liver CT",
-               "PYTHONPATH": os.pathsep.join([os.environ.get("PYTHONPATH", ""), tests])}
+        env = {
+            "MLFLOW_TRACKING_URI": uri,
+            "DATAMINT_API_KEY": SECRET,
+            "DATAMINT_PROJECT_NAME": "Liver CT",
+            "PYTHONPATH": os.pathsep.join([os.environ.get("PYTHONPATH", ""), tests]),
+        }
         workdir = tmp_path / "client"
         workdir.mkdir()
         outputs, results = [], []
@@ -159,7 +174,7 @@ def test_datamint_server_end_to_end(tmp_path):
         for path in (tmp_path / "artifacts").rglob("*"):
             if path.is_file():
                 recorded.append(path.read_bytes().decode("utf-8", "replace"))
-        recorded += outputs + [(tmp_path / "server.log").read_text()]
+        recorded += [*outputs, (tmp_path / "server.log").read_text()]
         assert not [text for text in recorded if SECRET in text]
     finally:
         server.stop()

@@ -11,9 +11,17 @@ from datamint_lightning.data.volumes import nifti_bytes
 SHAPE = (8, 32, 32)
 
 
-def make_project(store: ProjectStore, name: str, patients: int = 4, kind: str = "volume", modality: str = "CT",
-                 task: str = "segmentation", categories: list[tuple[str, ...]] | None = None,
-                 volumes_per_patient: int = 1, with_labels: bool = True) -> Project:
+def make_project(
+    store: ProjectStore,
+    name: str,
+    patients: int = 4,
+    kind: str = "volume",
+    modality: str = "CT",
+    task: str = "segmentation",
+    categories: list[tuple[str, ...]] | None = None,
+    volumes_per_patient: int = 1,
+    with_labels: bool = True,
+) -> Project:
     """A project of ``patients`` phantoms (``kind="image"``: one mid slice each, stored as a 1-slice volume)."""
     resources, files = [], {}
     for index in range(patients):
@@ -27,13 +35,27 @@ def make_project(store: ProjectStore, name: str, patients: int = 4, kind: str = 
             files[f"data/{rid}/image.nii.gz"] = nifti_bytes(image, phantom.spacing)
             if with_labels:
                 files[f"data/{rid}/label.nii.gz"] = nifti_bytes(label, phantom.spacing)
-            resources.append(Resource(
-                id=rid, patient_id=patient, modality=modality, kind=kind, image=f"data/{rid}/image.nii.gz",
-                label=f"data/{rid}/label.nii.gz" if with_labels else None, spacing=phantom.spacing,
-                categories=tuple(categories[index % len(categories)]) if categories else ()))
+            resources.append(
+                Resource(
+                    id=rid,
+                    patient_id=patient,
+                    modality=modality,
+                    kind=kind,
+                    image=f"data/{rid}/image.nii.gz",
+                    label=f"data/{rid}/label.nii.gz" if with_labels else None,
+                    spacing=phantom.spacing,
+                    categories=tuple(categories[index % len(categories)]) if categories else (),
+                )
+            )
     classes = tuple(sorted({c for cats in categories or [] for c in cats}))
-    return store.create(name, labels=dict(LABELS) if with_labels else {}, resources=resources, files=files,
-                        task=task, categories=classes)
+    return store.create(
+        name,
+        labels=dict(LABELS) if with_labels else {},
+        resources=resources,
+        files=files,
+        task=task,
+        categories=classes,
+    )
 
 
 def raw_slice(project: Project, resource_id: str, index: int) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from test_datamodule_helpers import SHAPE, make_project
@@ -25,8 +24,16 @@ def volumes(store):
 
 
 def module(store, tmp_path, name, **options):
-    options = {"labels": ["liver"], "image_size": 32, "batch_size": 4, "split": SPLIT, "augment": False,
-               "store_dir": str(store.root), "cache_dir": str(tmp_path / "cache"), **options}
+    options = {
+        "labels": ["liver"],
+        "image_size": 32,
+        "batch_size": 4,
+        "split": SPLIT,
+        "augment": False,
+        "store_dir": str(store.root),
+        "cache_dir": str(tmp_path / "cache"),
+        **options,
+    }
     return DatamintDataModule(name, **options)
 
 
@@ -74,16 +81,30 @@ def test_2d_images_project(store, tmp_path):
 
 
 def test_multiclass_and_multilabel_targets(store, tmp_path):
-    make_project(store, "Classes", patients=4, kind="image", task="classification", with_labels=False,
-                 categories=[("normal",), ("tumor",)])
+    make_project(
+        store,
+        "Classes",
+        patients=4,
+        kind="image",
+        task="classification",
+        with_labels=False,
+        categories=[("normal",), ("tumor",)],
+    )
     dm = module(store, tmp_path, "Classes", labels=None)
     dm.setup()
     assert dm.labels == ["normal", "tumor"]
     item = dm.datasets["train"][0]
     assert item["label"].dtype == torch.long and item["label"].shape == ()
     assert sum(dm.label_counts["train"].values()) == len(dm.datasets["train"])
-    make_project(store, "Findings", patients=4, kind="image", task="multilabel_classification", with_labels=False,
-                 categories=[("cyst",), ("cyst", "stone"), ()])
+    make_project(
+        store,
+        "Findings",
+        patients=4,
+        kind="image",
+        task="multilabel_classification",
+        with_labels=False,
+        categories=[("cyst",), ("cyst", "stone"), ()],
+    )
     multi = module(store, tmp_path, "Findings", labels=["cyst", "stone"], augment=True)
     multi.setup()
     targets = torch.stack([d[i]["label"] for d in multi.datasets.values() for i in range(len(d))])
@@ -92,8 +113,17 @@ def test_multiclass_and_multilabel_targets(store, tmp_path):
 
 
 def test_volume_dataset_patches(store, volumes, tmp_path):
-    dm = module(store, tmp_path, "Volumes", dims=3, patch_size=[4, 16, 16], samples_per_volume=3, batch_size=2,
-                intensity="auto", augment=True)
+    dm = module(
+        store,
+        tmp_path,
+        "Volumes",
+        dims=3,
+        patch_size=[4, 16, 16],
+        samples_per_volume=3,
+        batch_size=2,
+        intensity="auto",
+        augment=True,
+    )
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (6, 1, 4, 16, 16) and batch["label"].shape == (6, 1, 4, 16, 16)
@@ -117,6 +147,13 @@ def test_bad_input_errors_name_project_split_label(store, volumes, tmp_path):
     with pytest.raises(ConfigError, match="patch_size"):
         module(store, tmp_path, "Volumes", dims=3)
     with pytest.raises(ConfigError, match=r"Class\(es\) \['x'\]"):
-        make_project(store, "Cls", patients=2, kind="image", task="classification", with_labels=False,
-                     categories=[("a",), ("b",)])
+        make_project(
+            store,
+            "Cls",
+            patients=2,
+            kind="image",
+            task="classification",
+            with_labels=False,
+            categories=[("a",), ("b",)],
+        )
         module(store, tmp_path, "Cls", labels=["x"]).open_project()

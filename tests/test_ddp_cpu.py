@@ -15,11 +15,23 @@ def test_ddp_on_two_cpu_processes(tiny_demo, isolated_home, tmp_path, device_cac
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cache = tmp_path / "cache"
     tiny = [o for o in TINY_OVERRIDES if not o.startswith("data.augment=")]
-    result = run_cli("recipe=liver_seg", *tiny, f"data.device_cache={device_cache}",
-                     "data.augment=true", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "trainer.strategy=ddp_find_unused_parameters_true", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-                     "trainer.limit_val_batches=1", "packaging.register=false", f"tracking.uri={uri}",
-                     f"data.cache_dir={cache}", f"hydra.run.dir={tmp_path / 'run'}", timeout=900)
+    result = run_cli(
+        "recipe=liver_seg",
+        *tiny,
+        f"data.device_cache={device_cache}",
+        "data.augment=true",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp_find_unused_parameters_true",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "packaging.register=false",
+        f"tracking.uri={uri}",
+        f"data.cache_dir={cache}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     client = mlflow.MlflowClient(uri)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]

@@ -26,14 +26,22 @@ def _label_map(height=48, width=64):
     return label
 
 
-@pytest.mark.parametrize("angle, scale, shift", [(0.3, (1.1, 0.9), (5.0, -3.0)), (-0.2, (0.95, 1.05), (-8.0, 2.0)),
-                                                 (0.0, (1.0, 1.0), (3.0, 0.0))])
+@pytest.mark.parametrize(
+    "angle, scale, shift",
+    [(0.3, (1.1, 0.9), (5.0, -3.0)), (-0.2, (0.95, 1.05), (-8.0, 2.0)), (0.0, (1.0, 1.0), (3.0, 0.0))],
+)
 def test_the_batched_affine_resamples_exactly_as_monai_affine(angle, scale, shift):
     from monai.transforms import Affine
 
     label = _label_map()
-    expected = Affine(rotate_params=angle, scale_params=scale, translate_params=shift, mode="nearest",
-                      padding_mode="zeros", image_only=True)(label[0])[0]
+    expected = Affine(
+        rotate_params=angle,
+        scale_params=scale,
+        translate_params=shift,
+        mode="nearest",
+        padding_mode="zeros",
+        image_only=True,
+    )(label[0])[0]
     theta = affine_theta(torch.tensor([angle]), torch.tensor([scale]), torch.tensor([shift]), 48, 64)
     grid = torch.nn.functional.affine_grid(theta, [1, 1, 48, 64], align_corners=True)
     ours = torch.nn.functional.grid_sample(label, grid, mode="nearest", align_corners=True)[0, 0]
@@ -44,14 +52,16 @@ def test_labels_move_with_their_images_and_identity_parameters_change_nothing():
     label = _label_map().repeat(64, 1, 1, 1).long()
     image = label.float() / 2
     moved = BatchAugment2d(True, seed=1, affine_prob=1.0, intensity_prob=0.0, noise_prob=0.0)(
-        {"image": image, "label": label, "patient_index": torch.arange(64)})
+        {"image": image, "label": label, "patient_index": torch.arange(64)}
+    )
     assert moved["label"].dtype == torch.long and moved["patient_index"].equal(torch.arange(64))
     assert not torch.equal(moved["label"], label)  # every item was moved
     # bilinear image and nearest label agree away from the edges of each region
     agree = ((moved["image"] * 2 - moved["label"].float()).abs() < 0.5).float().mean()
     assert agree > 0.97
-    still = BatchAugment2d(True, seed=1, affine_prob=1.0, rotate=0.0, scale=0.0, translate=0.0,
-                           intensity_prob=0.0, noise_prob=0.0)({"image": image, "label": label})
+    still = BatchAugment2d(
+        True, seed=1, affine_prob=1.0, rotate=0.0, scale=0.0, translate=0.0, intensity_prob=0.0, noise_prob=0.0
+    )({"image": image, "label": label})
     assert torch.equal(still["label"], label)
     assert torch.allclose(still["image"], image, atol=1e-5)
 
@@ -69,8 +79,9 @@ def test_each_random_step_is_drawn_per_item_with_its_probability():
     noisy = BatchAugment2d(False, seed=3, affine_prob=0.0, intensity_prob=0.0)({"image": image, "label": None})
     touched = (noisy["image"] - 1).abs().flatten(1).amax(1) > 0
     assert abs(touched.float().mean().item() - DEFAULT_2D["noise_prob"]) < 0.03
-    moved = BatchAugment2d(True, seed=3)({"image": torch.rand(count, 1, 16, 16),
-                                          "label": torch.ones(count, 1, 16, 16, dtype=torch.long)})
+    moved = BatchAugment2d(True, seed=3)(
+        {"image": torch.rand(count, 1, 16, 16), "label": torch.ones(count, 1, 16, 16, dtype=torch.long)}
+    )
     affine = (moved["label"] != 1).flatten(1).any(1)  # an affine moves zero padding into most label maps
     assert 0.4 < affine.float().mean().item() <= DEFAULT_2D["affine_prob"] + 0.03
     with pytest.raises(ValueError, match="unknown parameter"):
@@ -86,9 +97,17 @@ def store(tmp_path):
 
 def _datamodule(store, tmp_path, **options):
     options = {"augment": False, **options}
-    return DatamintDataModule("OnDevice", labels=["liver"], image_size=32, batch_size=4, seed=5,
-                              split={"train": 2 / 3, "val": 1 / 3}, store_dir=str(store.root),
-                              cache_dir=str(tmp_path / "cache"), **options)
+    return DatamintDataModule(
+        "OnDevice",
+        labels=["liver"],
+        image_size=32,
+        batch_size=4,
+        seed=5,
+        split={"train": 2 / 3, "val": 1 / 3},
+        store_dir=str(store.root),
+        cache_dir=str(tmp_path / "cache"),
+        **options,
+    )
 
 
 def test_device_batches_serve_every_row_once_per_epoch_as_the_loader_would(store, tmp_path):
@@ -97,7 +116,7 @@ def test_device_batches_serve_every_row_once_per_epoch_as_the_loader_would(store
     dataset = dm.datasets["train"]
     epoch = {"n": 0}
     batches = DeviceBatches(dataset, 4, "cpu", shuffle=True, seed=5, epoch=lambda: epoch["n"])
-    seen = [b for b in batches]
+    seen = list(batches)
     assert len(seen) == len(batches) == -(-len(dataset) // 4)
     order = [int(i) for b in seen for i in b["slice_index"]]  # slice_index + resource_id name a row
     rows = [(r, int(s)) for b in seen for r, s in zip(b["resource_id"], b["slice_index"])]
@@ -134,9 +153,17 @@ def _fit(dm, callback, max_epochs=1):
 
     network = {k: v for k, v in TINY_2D_NETWORK.items() if k not in ("classes", "in_channels")}
     module = SegmentationModule(network, ["liver"])
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, callbacks=[callback],
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[callback],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=dm)
     return trainer
 
@@ -148,8 +175,10 @@ def test_a_split_cached_on_the_device_trains_with_the_augmentation_batched_there
     assert isinstance(trainer.train_dataloader, DeviceBatches) and isinstance(trainer.val_dataloaders, DeviceBatches)
     assert dm._batch_augment is not None
     rows = dm.datasets["train"]
-    raw = {(int(p), int(s)) for p, s in zip(*(np.array([m[k] for m in rows.metadata])
-                                              for k in ("patient_index", "slice_index")))}
+    raw = {
+        (int(p), int(s))
+        for p, s in zip(*(np.array([m[k] for m in rows.metadata]) for k in ("patient_index", "slice_index")))
+    }
     assert len(seen.train) == len(trainer.train_dataloader) and raw
     # augmented on the device: most training images differ from every cached row; validation images do not
     cached = torch.stack([rows[i]["image"] for i in range(len(rows))])
@@ -198,8 +227,10 @@ def test_a_loader_taken_without_a_trainer_keeps_its_augmentation(store, tmp_path
     assert dm._batch_augment is None and loader.dataset.transform is not None
 
 
-@pytest.mark.parametrize("task, categories", [("classification", [("tumor",), ("normal",)]),
-                                              ("multilabel_classification", [("edema", "tumor"), ("normal",)])])
+@pytest.mark.parametrize(
+    "task, categories",
+    [("classification", [("tumor",), ("normal",)]), ("multilabel_classification", [("edema", "tumor"), ("normal",)])],
+)
 def test_classification_batches_keep_their_targets_on_the_device(tmp_path, task, categories):
     """Class indices and multi-hot vectors pass through the device cache and the batched augmentation untouched,
     while the images are augmented."""
@@ -207,14 +238,30 @@ def test_classification_batches_keep_their_targets_on_the_device(tmp_path, task,
 
     store = ProjectStore(tmp_path / "store")
     make_project(store, "Classes", patients=6, kind="image", task=task, categories=categories)
-    dm = DatamintDataModule("Classes", image_size=32, batch_size=4, seed=5, split={"train": 2 / 3, "val": 1 / 3},
-                            store_dir=str(store.root), cache_dir=str(tmp_path / "cache"), device_cache=True)
+    dm = DatamintDataModule(
+        "Classes",
+        image_size=32,
+        batch_size=4,
+        seed=5,
+        split={"train": 2 / 3, "val": 1 / 3},
+        store_dir=str(store.root),
+        cache_dir=str(tmp_path / "cache"),
+        device_cache=True,
+    )
     dm.setup()
     seen = _Batches()
     module = ClassificationModule(TINY_CLASSIFIER, dm.labels, multilabel=task.startswith("multilabel"))
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, callbacks=[seen],
-                        num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[seen],
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=dm)
     assert isinstance(trainer.train_dataloader, DeviceBatches)
     rows = dm.datasets["train"]

@@ -27,16 +27,33 @@ def test_a_version_left_without_aliases_is_completed_not_duplicated(tiny_demo, t
     model = client().create_logged_model(experiment, name="model", source_run_id=run_id)
     client().create_registered_model(name)
     client().create_model_version(name, model.artifact_location, run_id=run_id, model_id=model.model_id)
-    again = register(session_store_uri(), f"models:/{model.model_id}", model.model_id, name,
-                     {"run_id": run_id}, score=0.7, metric="val/dice", run_id=run_id, description="card")
+    again = register(
+        session_store_uri(),
+        f"models:/{model.model_id}",
+        model.model_id,
+        name,
+        {"run_id": run_id},
+        score=0.7,
+        metric="val/dice",
+        run_id=run_id,
+        description="card",
+    )
     versions = client().search_model_versions(f"name='{name}'")
     assert len(versions) == 1 and again.version == "1" and again.champion
     assert str(client().get_model_version_by_alias(name, "champion").version) == "1"
     version = client().get_model_version(name, "1")
     assert version.tags["score"] == "0.7" and version.description == "card"
     # the same call once more (a replayed end of fit) changes nothing
-    register(session_store_uri(), f"models:/{model.model_id}", model.model_id, name, {}, score=0.7,
-             metric="val/dice", run_id=run_id)
+    register(
+        session_store_uri(),
+        f"models:/{model.model_id}",
+        model.model_id,
+        name,
+        {},
+        score=0.7,
+        metric="val/dice",
+        run_id=run_id,
+    )
     assert len(client().search_model_versions(f"name='{name}'")) == 1
 
 
@@ -44,10 +61,23 @@ def test_a_version_left_without_aliases_is_completed_not_duplicated(tiny_demo, t
 def test_a_kill_during_packaging_resumes_to_one_ready_version(tiny_demo, tmp_path):
     name = "killed-in-packaging"
     env = session_env(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])))
-    args = [sys.executable, "-m", "datamint_lightning", "recipe=liver_seg", *TINY_OVERRIDES,
-            "task._target_=kill_points.KillAtEndOfFit", f"packaging.registered_model_name={name}"]
-    killed = subprocess.run([*args, f"hydra.run.dir={tmp_path / 'killed'}"], cwd=REPO, capture_output=True,
-                            text=True, env={**env, "DATAMINT_TEST_KILL_AT": "packaging"}, timeout=900)
+    args = [
+        sys.executable,
+        "-m",
+        "datamint_lightning",
+        "recipe=liver_seg",
+        *TINY_OVERRIDES,
+        "task._target_=kill_points.KillAtEndOfFit",
+        f"packaging.registered_model_name={name}",
+    ]
+    killed = subprocess.run(
+        [*args, f"hydra.run.dir={tmp_path / 'killed'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**env, "DATAMINT_TEST_KILL_AT": "packaging"},
+        timeout=900,
+    )
     assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-3000:]
     experiments = [e.experiment_id for e in client().search_experiments()]
     run = client().search_runs(experiments, f"tags.output_dir = '{tmp_path / 'killed'}'")[0]
@@ -55,8 +85,14 @@ def test_a_kill_during_packaging_resumes_to_one_ready_version(tiny_demo, tmp_pat
     pending = client().search_logged_models(experiments, f"source_run_id = '{run.info.run_id}'")
     assert [str(m.status) for m in pending] == ["PENDING"]
 
-    resumed = subprocess.run([*args, f"hydra.run.dir={tmp_path / 'resumed'}", f"resume={run.info.run_id}"],
-                             cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+    resumed = subprocess.run(
+        [*args, f"hydra.run.dir={tmp_path / 'resumed'}", f"resume={run.info.run_id}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert client().get_run(run.info.run_id).info.status == "FINISHED"
     models = client().search_logged_models(experiments, f"source_run_id = '{run.info.run_id}'")

@@ -4,7 +4,6 @@ and the registered model predicts on PNG, DICOM and numpy inputs in a fresh proc
 from __future__ import annotations
 
 import base64
-
 import json
 import os
 import signal
@@ -34,8 +33,14 @@ def cli_run(tiny_demo, training_dir, tmp_path_factory):
     import mlflow
 
     output_dir = tmp_path_factory.mktemp("hydra_run")
-    result = run_cli("recipe=liver_seg", *TINY_OVERRIDES, "trainer.max_epochs=2", f"hydra.run.dir={output_dir}",
-                     cwd=training_dir, env={"MLFLOW_TRACKING_URI": None})
+    result = run_cli(
+        "recipe=liver_seg",
+        *TINY_OVERRIDES,
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={output_dir}",
+        cwd=training_dir,
+        env={"MLFLOW_TRACKING_URI": None},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     # MLflow's default store and artifact folder, nothing else (the lock lives in DATAMINT_LIGHTNING_HOME)
     assert {p.name for p in training_dir.iterdir()} == {"mlflow.db", "mlartifacts"}
@@ -47,7 +52,7 @@ def cli_run(tiny_demo, training_dir, tmp_path_factory):
 
 def test_embedded_store_is_announced(cli_run):
     *_, output = cli_run
-    client, run, *_ = cli_run
+    _client, run, *_ = cli_run
     assert "MLflow store:    sqlite:///" in output
     assert "mlflow ui --backend-store-uri sqlite:///" in output
     assert f"/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in output
@@ -91,8 +96,11 @@ def test_registered_version_and_flavor(cli_run):
     assert version.tags["datamint.logged_model_id"].startswith("m-")
     import mlflow
 
-    model_dir = Path(mlflow.artifacts.download_artifacts(client.get_model_version_download_uri(DEMO, version.version),
-                                                         tracking_uri=client.tracking_uri))
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            client.get_model_version_download_uri(DEMO, version.version), tracking_uri=client.tracking_uri
+        )
+    )
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     flavor = mlmodel["flavors"]["datamint"]
     assert flavor["task_type"] == "image_segmentation"
@@ -124,7 +132,7 @@ import json, mlflow, numpy as np
 from pydicom.data import get_testdata_file
 mlflow.set_tracking_uri({client.tracking_uri!r})
 model = mlflow.pyfunc.load_model("models:/{DEMO}/{version}")
-inputs = [{str(tmp_path / 'slice.png')!r}, get_testdata_file("CT_small.dcm"), np.load({str(tmp_path / 'slice.npy')!r})]
+inputs = [{str(tmp_path / "slice.png")!r}, get_testdata_file("CT_small.dcm"), np.load({str(tmp_path / "slice.npy")!r})]
 out = model.predict(inputs)
 print(json.dumps([[dict(label=a["identifier"], shape=list(a["mask"].shape), dtype=str(a["mask"].dtype),
                         confidence=a["confidence"], type=a["type"]) for a in anns] for anns in out]))
@@ -147,14 +155,28 @@ def test_python_api_packages_the_best_checkpoint(tiny_demo, tmp_path):
 
     from datamint_lightning import UNetPPTrainer
 
-    trainer = UNetPPTrainer(project=DEMO, image_size=64, batch_size=8, max_epochs=2, accelerator="cpu",
-                            register_model=True, model_name="api-liver", output_dir=str(tmp_path),
-                            overrides=[o for o in TINY_OVERRIDES if not o.startswith(("data.image_size",
-                                                                                       "data.batch_size",
-                                                                                       "trainer.max_epochs"))])
+    trainer = UNetPPTrainer(
+        project=DEMO,
+        image_size=64,
+        batch_size=8,
+        max_epochs=2,
+        accelerator="cpu",
+        register_model=True,
+        model_name="api-liver",
+        output_dir=str(tmp_path),
+        overrides=[
+            o for o in TINY_OVERRIDES if not o.startswith(("data.image_size", "data.batch_size", "trainer.max_epochs"))
+        ],
+    )
     results = trainer.fit()
-    assert {"test_results", "run_id", "best_checkpoint", "model_uri", "registered_model_name",
-            "registered_model_version"} <= set(results)
+    assert {
+        "test_results",
+        "run_id",
+        "best_checkpoint",
+        "model_uri",
+        "registered_model_name",
+        "registered_model_version",
+    } <= set(results)
     assert results["registered_model_name"] == "api-liver" and results["registered_model_version"] == "1"
     assert "test/dice" in results["test_results"]
     assert Path(results["best_checkpoint"]).parent == tmp_path / "checkpoints"
@@ -164,8 +186,8 @@ def test_python_api_packages_the_best_checkpoint(tiny_demo, tmp_path):
     location = mlflow.MlflowClient(results["tracking_uri"]).get_logged_model(results["model_id"]).artifact_location
     model_dir = Path(location.removeprefix("file://"))  # the run's store, whatever MLflow's global URI is now
     packaged = load_file(next(model_dir.rglob("weights.safetensors")))
-    assert packaged.keys() == {k[len("net."):] for k in best if k.startswith("net.")}
-    assert all(torch.equal(packaged[k[len("net."):]], v) for k, v in best.items() if k.startswith("net."))
+    assert packaged.keys() == {k[len("net.") :] for k in best if k.startswith("net.")}
+    assert all(torch.equal(packaged[k[len("net.") :]], v) for k, v in best.items() if k.startswith("net."))
     assert mlflow.MlflowClient(results["tracking_uri"]).get_run(results["run_id"]).info.status == "FINISHED"
 
 
@@ -211,7 +233,7 @@ def test_tracking_env_refuses_a_folder_without_a_store(tmp_path):
 def test_summary_names_the_store_and_the_run_page(cli_run, training_dir):
     from datamint_lightning.tracking.store_guide import describe_store
 
-    _, run, _, output = cli_run
+    _, run, _, _output = cli_run
     lines = describe_store(f"sqlite:///{training_dir / 'mlflow.db'}", run.info.experiment_id, run.info.run_id)
     assert f"mlflow ui --backend-store-uri sqlite:///{training_dir}/mlflow.db" in "\n".join(lines)
     assert f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" in "\n".join(lines)
@@ -228,8 +250,14 @@ def test_readme_serve_command_works_in_a_new_shell(cli_run, training_dir, tmp_pa
     command = README_SERVE.replace("--port 5001", f"--port {port}")
     env = session_env(MLFLOW_TRACKING_URI=None, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     log = open(tmp_path / "serve.log", "w")
-    server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=training_dir, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        ["bash", "-c", f"exec {command}"],
+        cwd=training_dir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "slice.png")
     try:
         deadline = time.monotonic() + 120
@@ -241,9 +269,16 @@ def test_readme_serve_command_works_in_a_new_shell(cli_run, training_dir, tmp_pa
             except requests.ConnectionError:
                 assert time.monotonic() < deadline, "mlflow models serve did not answer /ping in 120 s"
                 time.sleep(0.5)
-        answer = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
-                               json={"inputs": [{"data": base64.b64encode((tmp_path / "slice.png").read_bytes())
-                                                 .decode(), "mime_type": "image/png"}], "params": {"mode": "image"}})
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/invocations",
+            timeout=60,
+            json={
+                "inputs": [
+                    {"data": base64.b64encode((tmp_path / "slice.png").read_bytes()).decode(), "mime_type": "image/png"}
+                ],
+                "params": {"mode": "image"},
+            },
+        )
         assert answer.status_code == 200, answer.text[:2000]
         assert answer.json()["predictions"][0][0]["identifier"] == "liver"
     finally:
@@ -272,12 +307,12 @@ def test_evaluate_the_champion_links_metrics_to_its_logged_model(cli_run, traini
     evaluation_run = client.get_run(evaluation.run_id)
     assert evaluation_run.info.experiment_id == run.info.experiment_id
     assert evaluation_run.data.tags["datamint.run_kind"] == "evaluation"
-    ranked = client.search_logged_models(experiment_ids=[run.info.experiment_id],
-                                         order_by=[{"field_name": "metrics.eval/dice", "ascending": False}])
+    ranked = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id], order_by=[{"field_name": "metrics.eval/dice", "ascending": False}]
+    )
     linked = {(m.key, m.run_id) for model in ranked for m in model.metrics}
     assert ("eval/dice", evaluation.run_id) in linked
     assert ranked[0].model_id == evaluation.model.model_id
-
 
 
 def test_console_output_reads_well_in_a_log_file(cli_run):

@@ -76,8 +76,10 @@ def test_classifiers_are_evaluated_logged_and_ranked(class_project, classifiers)
         scores = np.array([[r[f"score_{c}"] for c in CLASSES] for r in rows])
         predicted = scores.argmax(1)
         assert evaluation.summary["eval/accuracy"] == pytest.approx(float(np.mean(predicted == truth)))
-        f1 = [2 * np.sum((predicted == k) & (truth == k)) / max(np.sum(predicted == k) + np.sum(truth == k), 1)
-              for k in range(len(CLASSES))]
+        f1 = [
+            2 * np.sum((predicted == k) & (truth == k)) / max(np.sum(predicted == k) + np.sum(truth == k), 1)
+            for k in range(len(CLASSES))
+        ]
         assert evaluation.summary["eval/f1"] == pytest.approx(float(np.mean(f1)), abs=1e-6)
         assert evaluation.summary["eval/auroc"] == pytest.approx(_auroc_ovr(scores, truth), abs=1e-6)
         run = client.get_run(evaluation.run_id)
@@ -99,16 +101,20 @@ def test_a_uri_that_does_not_resolve_is_one_message_and_nothing_is_logged(class_
 
 def test_a_classifier_on_a_segmentation_project_is_refused(tiny_demo, classifiers):
     before = len(_runs(tiny_demo.name))
-    with pytest.raises(ConfigError, match="is a image_classification model but project 'Liver CT Demo' is a "
-                                          "segmentation project"):
+    with pytest.raises(
+        ConfigError, match="is a image_classification model but project 'Liver CT Demo' is a segmentation project"
+    ):
         evaluate([classifiers[0]], tiny_demo.name)
     assert len(_runs(tiny_demo.name)) == before
 
 
 def test_labels_that_do_not_match_are_refused(tiny_demo, class_project, tmp_path):
     save_tiny_segmentation_model(tmp_path / "lungs", labels=("lung",))
-    with pytest.raises(ConfigError, match=r"segments \['lung'\] but project 'Liver CT Demo' has labels .*"
-                                          r"no reference for \['lung'\]"):
+    with pytest.raises(
+        ConfigError,
+        match=r"segments \['lung'\] but project 'Liver CT Demo' has labels .*"
+        r"no reference for \['lung'\]",
+    ):
         evaluate([str(tmp_path / "lungs")], tiny_demo.name)
     save_tiny_classification_model(tmp_path / "two", labels=("mass", "normal"))
     with pytest.raises(ConfigError, match=r"cannot predict \['nodule'\]"):
@@ -117,8 +123,9 @@ def test_labels_that_do_not_match_are_refused(tiny_demo, class_project, tmp_path
 
 @pytest.mark.slow  # two fresh processes importing torch and MLflow
 def test_cli_prints_a_leaderboard_and_explains_bad_input(class_project, classifiers):
-    result = run_cli("evaluate", *(f"model={uri}" for uri in classifiers), f"data.project={class_project.name}",
-                     "data.split=all")
+    result = run_cli(
+        "evaluate", *(f"model={uri}" for uri in classifiers), f"data.project={class_project.name}", "data.split=all"
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "Leaderboard (by eval/f1):" in result.stdout and "Traceback" not in result.stderr
     bad = run_cli("evaluate", f"model={classifiers[0]}", f"data.project={class_project.name}", "data.split=tset")
@@ -146,8 +153,13 @@ def test_a_3d_model_is_evaluated_on_whole_volumes(tiny_demo, tmp_path):
         truth, _ = read_nifti(tiny_demo.path(resource.label), dtype=np.int16)
         mask = np.asarray(model.predict([image], params={"mode": "volume"})[0][0]["mask"])
         assert mask.shape == truth.shape == image.shape
-        expected = float(compute_dice(torch.from_numpy(mask > 0)[None, None].float(),
-                                      torch.from_numpy(truth == 1)[None, None].float(), ignore_empty=False))
+        expected = float(
+            compute_dice(
+                torch.from_numpy(mask > 0)[None, None].float(),
+                torch.from_numpy(truth == 1)[None, None].float(),
+                ignore_empty=False,
+            )
+        )
         assert row["dice"] == pytest.approx(expected, abs=1e-6)
         assert row["reference_voxels"] == int((truth == 1).sum())
     assert evaluation.summary["eval/dice"] == pytest.approx(np.mean([r["dice"] for r in evaluation.cases]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-
 from helpers import REPO
 
 
@@ -22,8 +21,9 @@ def test_train_unetpp_example(tiny_demo, tmp_path, monkeypatch, capsys):
 
 def test_train_classifier_example(tiny_brain_demo, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    spec = importlib.util.spec_from_file_location("train_classifier",
-                                                  REPO / "recipes" / "examples" / "train_classifier.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_classifier", REPO / "recipes" / "examples" / "train_classifier.py"
+    )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     results = example.main(max_epochs=1, image_size=32, overrides=("packaging.min_score=null",))

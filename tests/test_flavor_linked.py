@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_factories import save_tiny_segmentation_model
 from user_models import TINY_NET, RefinedSegmentation, TorchSegmenter, Untyped
 
 from datamint_lightning.errors import PackagingError
 from datamint_lightning.mlflow import DatamintModel, load_model, save_model
 from datamint_lightning.networks import build_network
-from model_factories import save_tiny_segmentation_model
 
 IMAGE = np.random.default_rng(0).normal(0, 100, (32, 32)).astype(np.float32)
 
@@ -48,9 +48,15 @@ def test_modules_the_networks_package_cannot_describe_are_refused(tmp_path):
 
 
 def test_classes_defined_in_main_are_refused_at_save_time(tmp_path):
-    notebook_class = type("NotebookModel", (DatamintModel,), {
-        "__module__": "__main__", "task_type": "image_segmentation",
-        "predict_default": lambda self, model_input, **kwargs: [[] for _ in model_input]})
+    notebook_class = type(
+        "NotebookModel",
+        (DatamintModel,),
+        {
+            "__module__": "__main__",
+            "task_type": "image_segmentation",
+            "predict_default": lambda self, model_input, **kwargs: [[] for _ in model_input],
+        },
+    )
     with pytest.raises(PackagingError, match=r"NotebookModel is defined in __main__ .* Move the class to a module"):
         save_model(notebook_class(), tmp_path / "m")
     assert not (tmp_path / "m").exists()
@@ -63,8 +69,14 @@ def test_task_type_and_supported_modes_are_checked(tmp_path):
         save_model(Untyped(), tmp_path / "b", task_type="segmentation")
     with pytest.raises(PackagingError, match="supported_modes entry 'volume' is not implemented by Untyped"):
         save_model(Untyped(), tmp_path / "c", task_type="image_classification", supported_modes=["default", "volume"])
-    save_model(Untyped(), tmp_path / "d", task_type="image_classification", supported_modes=["default"],
-               extra_pip_requirements=["pyyaml"], model_config={"custom": 1})
+    save_model(
+        Untyped(),
+        tmp_path / "d",
+        task_type="image_classification",
+        supported_modes=["default"],
+        extra_pip_requirements=["pyyaml"],
+        model_config={"custom": 1},
+    )
     mlmodel = yaml.safe_load((tmp_path / "d" / "MLmodel").read_text())
     assert mlmodel["flavors"]["datamint"]["task_type"] == "image_classification"
     assert mlmodel["flavors"]["python_function"]["config"]["custom"] == 1
@@ -78,22 +90,23 @@ def _linked_models(tmp_path):
     save_tiny_segmentation_model(segmenter)
     scorer = tmp_path / "scorer"
     torch.manual_seed(0)
-    mlflow.pytorch.save_model(torch.nn.Linear(1, 1), str(scorer), pip_requirements=["torch"],
-                              input_example=np.ones((1, 1), np.float32))
+    mlflow.pytorch.save_model(
+        torch.nn.Linear(1, 1), str(scorer), pip_requirements=["torch"], input_example=np.ones((1, 1), np.float32)
+    )
     return segmenter, scorer
 
 
 def test_linked_models_travel_in_the_package_and_load_offline(tmp_path):
     segmenter, scorer = _linked_models(tmp_path)
     direct = load_model(str(segmenter)).predict([IMAGE])
-    model = RefinedSegmentation(mlflow_models_uri={"segmenter": str(segmenter)},
-                                mlflow_torch_models_uri={"scorer": str(scorer)})
+    model = RefinedSegmentation(
+        mlflow_models_uri={"segmenter": str(segmenter)}, mlflow_torch_models_uri={"scorer": str(scorer)}
+    )
     save_model(model, tmp_path / "combined")
     flavor = yaml.safe_load((tmp_path / "combined" / "MLmodel").read_text())["flavors"]["datamint"]
     assert flavor["linked_models"] == {"segmenter": str(segmenter), "scorer": str(scorer)}
     # the segmenter's modes join the wrapper's own (default, frame)
-    assert flavor["supported_modes"] == ["default", "image", "frame", "slice", "slice_range", "primary_slice",
-                                         "volume"]
+    assert flavor["supported_modes"] == ["default", "image", "frame", "slice", "slice_range", "primary_slice", "volume"]
     copies = tmp_path / "combined" / "artifacts" / DatamintModel.LINKED_MODELS_DIR
     assert (copies / "segmenter" / "MLmodel").is_file() and (copies / "scorer" / "MLmodel").is_file()
     shutil.rmtree(segmenter)
@@ -119,7 +132,7 @@ def test_unresolvable_links_are_clear_errors(tmp_path):
     missing = str(tmp_path / "missing")
     with pytest.raises(PackagingError, match=r"Cannot resolve linked model 'segmenter' at .*missing"):
         save_model(RefinedSegmentation(mlflow_models_uri={"segmenter": missing}), tmp_path / "m")
-    segmenter, scorer = _linked_models(tmp_path)
+    segmenter, _scorer = _linked_models(tmp_path)
     save_model(RefinedSegmentation(mlflow_models_uri={"segmenter": str(segmenter)}), tmp_path / "ok")
     shutil.rmtree(tmp_path / "ok" / "artifacts" / DatamintModel.LINKED_MODELS_DIR / "segmenter")
     shutil.rmtree(segmenter)

@@ -23,6 +23,7 @@ from datamint_lightning.errors import ConfigError, DataError, InputTooLarge, Pre
 
 def png_claiming(path: Path, width: int, height: int) -> Path:
     """A valid PNG header claiming ``width`` x ``height`` grey pixels, with one row of data (a few hundred bytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -92,8 +93,9 @@ def test_import_skip_bad_skips_an_image_bomb_with_a_reason(tmp_path):
         (tmp_path / "src" / name).mkdir(parents=True)
         Image.fromarray(np.full((16, 16), 40 * index, np.uint8)).save(tmp_path / "src" / name / "a.png")
     png_claiming(tmp_path / "src" / "dog" / "bomb.png", 30000, 30000)
-    project = import_class_folders(tmp_path / "src", "Pets", store=ProjectStore(tmp_path / "store"), skip_bad=True,
-                                   report=tmp_path / "report.json")
+    project = import_class_folders(
+        tmp_path / "src", "Pets", store=ProjectStore(tmp_path / "store"), skip_bad=True, report=tmp_path / "report.json"
+    )
     assert len(project.resources) == 2
     skipped = json.loads((tmp_path / "report.json").read_text())["skipped"]
     assert [Path(s["item"]).name for s in skipped] == ["bomb.png"]
@@ -110,8 +112,9 @@ def test_import_cli_reports_an_image_bomb_without_a_traceback(tmp_path):
     failed = run_cli("projects", "import", "class-folders", str(tmp_path / "src"), "--name", "Bombed", env=store)
     assert failed.returncode != 0 and "Traceback" not in failed.stderr
     assert "bomb.png" in failed.stderr and "DATAMINT_MAX_PIXELS" in failed.stderr
-    skipped = run_cli("projects", "import", "class-folders", str(tmp_path / "src"), "--name", "Bombed",
-                      "--skip-bad", env=store)
+    skipped = run_cli(
+        "projects", "import", "class-folders", str(tmp_path / "src"), "--name", "Bombed", "--skip-bad", env=store
+    )
     assert skipped.returncode == 0, skipped.stderr
     assert "Traceback" not in skipped.stderr + skipped.stdout
 
@@ -125,8 +128,11 @@ def test_nifti_header_claiming_a_billion_voxels_is_refused_before_reading(tmp_pa
     path = nifti_gz_claiming(tmp_path / "zeros.nii.gz", (1024, 1024, 1024))
     assert path.stat().st_size < 10_000
     started = time.monotonic()
-    with pytest.raises(InputTooLarge, match=r"shape \(1024, 1024, 1024\), voxel count is 1,073,741,824.*"
-                                            "DATAMINT_MAX_VOXELS"):
+    with pytest.raises(
+        InputTooLarge,
+        match=r"shape \(1024, 1024, 1024\), voxel count is 1,073,741,824.*"
+        "DATAMINT_MAX_VOXELS",
+    ):
         read_nifti(path)
     assert time.monotonic() - started < 2  # refused from the header, nothing decompressed
 
@@ -142,17 +148,20 @@ def test_voxel_limit_applies_to_nifti_and_msd_import_skips_with_reason(tmp_path,
     nifti_gz_claiming(src / "imagesTr" / "liver_1_0000.nii.gz", (48, 48, 4000), np.int16)  # 9.2 M voxels
     monkeypatch.setenv("DATAMINT_MAX_VOXELS", "1000000")
     assert read_nifti(src / "imagesTr" / "liver_0_0000.nii.gz")[0].shape == (12, 48, 48)
-    project = import_msd(src, "Liver", store=ProjectStore(tmp_path / "store"), skip_bad=True,
-                         report=tmp_path / "report.json")
+    project = import_msd(
+        src, "Liver", store=ProjectStore(tmp_path / "store"), skip_bad=True, report=tmp_path / "report.json"
+    )
     assert project.patients == ["liver_0"]
     skipped = json.loads((tmp_path / "report.json").read_text())["skipped"]
     assert any("liver_1_0000.nii.gz" in s["error"] and "DATAMINT_MAX_VOXELS" in s["error"] for s in skipped), skipped
 
 
 def _nrrd_bytes(sizes: str, encoding: str, data: bytes) -> bytes:
-    return (f"NRRD0004\ntype: uint8\ndimension: 3\nsizes: {sizes}\nencoding: {encoding}\n"
-            "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\n"
-            "space origin: (0,0,0)\n\n").encode() + data
+    return (
+        f"NRRD0004\ntype: uint8\ndimension: 3\nsizes: {sizes}\nencoding: {encoding}\n"
+        "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\n"
+        "space origin: (0,0,0)\n\n"
+    ).encode() + data
 
 
 def test_nrrd_gzip_bomb_stops_at_the_declared_size(tmp_path):
@@ -236,8 +245,10 @@ def test_request_errors_name_the_input_not_the_server_temp_folder(fresh_tmp):
 def test_request_inline_bytes_limit(monkeypatch):
     from datamint_lightning.serving.rest import check_request_size
 
-    items = [{"data": base64.b64encode(b"\0" * 3000).decode(), "mime_type": "image/png"},
-             {"array": np.zeros((10, 10)).tolist()}]
+    items = [
+        {"data": base64.b64encode(b"\0" * 3000).decode(), "mime_type": "image/png"},
+        {"array": np.zeros((10, 10)).tolist()},
+    ]
     check_request_size(items)
     monkeypatch.setenv("DATAMINT_MAX_REQUEST_BYTES", "3000")
     with pytest.raises(InputTooLarge, match="inline data in bytes is 3,400.*DATAMINT_MAX_REQUEST_BYTES"):

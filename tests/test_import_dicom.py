@@ -16,8 +16,15 @@ from datamint_lightning.errors import DataError
 SLICES, STEP = 6, 2.5
 
 
-def write_series(folder: Path, patient: str = "PAT-1", slices: int = SLICES, step: float = STEP,
-                 drop: int | None = None, duplicate: int | None = None, seed: int = 0) -> tuple[str, list[str], np.ndarray]:
+def write_series(
+    folder: Path,
+    patient: str = "PAT-1",
+    slices: int = SLICES,
+    step: float = STEP,
+    drop: int | None = None,
+    duplicate: int | None = None,
+    seed: int = 0,
+) -> tuple[str, list[str], np.ndarray]:
     """A CT series of ``slices`` files (shuffled names); returns its UID, SOP UIDs by slice and the HU volume."""
     import pydicom
     from pydicom.data import get_testdata_file
@@ -88,14 +95,17 @@ def write_seg(path: Path, series_uid: str, sops: list[str], masks: dict[str, np.
     ds.save_as(path, enforce_file_format=True)
 
 
-def write_rtstruct(path: Path, series_uid: str, name: str, z: float, square_mm: tuple[float, float, float, float]) -> None:
+def write_rtstruct(
+    path: Path, series_uid: str, name: str, z: float, square_mm: tuple[float, float, float, float]
+) -> None:
     """pydicom's bundled RTSTRUCT, re-pointed at our series, with one closed square contour at height ``z``."""
     import pydicom
     from pydicom.data import get_testdata_file
 
     ds = pydicom.dcmread(get_testdata_file("rtstruct.dcm"), force=True)
-    ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0] \
-        .SeriesInstanceUID = series_uid
+    ds.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[
+        0
+    ].SeriesInstanceUID = series_uid
     ds.StructureSetROISequence[0].ROIName = name
     x0, y0, x1, y1 = square_mm
     contour = ds.ROIContourSequence[0].ContourSequence[0]
@@ -137,8 +147,9 @@ def test_dicom_tree_with_seg_and_rtstruct(tmp_path):
     # The square spans columns 80..100 and rows 60..90 on slice 4 (pixel spacing 0.661468 mm).
     dx = 0.661468
     x0, y0 = -158.135803 + 80 * dx, -179.035797 + 60 * dx
-    write_rtstruct(tmp_path / "tree" / "PAT-1" / "rt.dcm", uid, "tumour", -75.7 + 4 * STEP,
-                   (x0, y0, x0 + 20 * dx, y0 + 30 * dx))
+    write_rtstruct(
+        tmp_path / "tree" / "PAT-1" / "rt.dcm", uid, "tumour", -75.7 + 4 * STEP, (x0, y0, x0 + 20 * dx, y0 + 30 * dx)
+    )
     uid2, _, _ = write_series(tmp_path / "tree" / "PAT-2" / "ct", patient="PAT-2", seed=1)
     (tmp_path / "tree" / "README.txt").write_text("not DICOM")
 
@@ -154,7 +165,9 @@ def test_dicom_tree_with_seg_and_rtstruct(tmp_path):
     np.testing.assert_array_equal(label == 1, liver.astype(bool))
     tumour = np.argwhere(label == 2)
     assert set(tumour[:, 0]) == {4}
-    assert tumour[:, 1].min() == 60 and tumour[:, 1].max() == 90 and tumour[:, 2].min() == 80 and tumour[:, 2].max() == 100
+    assert (
+        tumour[:, 1].min() == 60 and tumour[:, 1].max() == 90 and tumour[:, 2].min() == 80 and tumour[:, 2].max() == 100
+    )
     unannotated = next(r for r in project.resources if r.id == uid2)
     assert unannotated.label is None
     assert store.inspect("Dicom CT")["labels"]["tumour"] == {"value": 2, "resources": 1, "patients": 1}
@@ -182,7 +195,7 @@ def test_dicom_tree_bad_series_fails_whole_import_or_is_skipped(tmp_path):
 def test_seg_of_a_series_not_in_the_tree_is_reported(tmp_path):
     from datamint_lightning.data.importers.dicom_tree import import_dicom
 
-    uid, sops, _ = write_series(tmp_path / "tree" / "ct")
+    _uid, sops, _ = write_series(tmp_path / "tree" / "ct")
     mask = np.zeros((SLICES, 128, 128), np.uint8)
     mask[2, 5:9, 5:9] = 1
     write_seg(tmp_path / "tree" / "seg.dcm", "1.2.3.4.5", sops, {"liver": mask})

@@ -40,8 +40,14 @@ def test_images_with_label_map_masks(tmp_path):
         png(tmp_path / "img" / f"P{index}_b.jpg", np.stack([picture(index)] * 3, -1))
         png(tmp_path / "masks" / f"P{index}_a_mask.png", square())  # 0/255 binary mask -> label 1
     png(tmp_path / "img" / "P9_c.tif", picture(9).astype(np.uint16) * 200)  # 16-bit: not display-ready
-    project = import_image_masks(tmp_path / "img", "Masks", masks=tmp_path / "masks", labels={"lesion": 1},
-                                 patients=PatientIds(regex=r"^(P\d+)_"), store=ProjectStore(tmp_path / "store"))
+    project = import_image_masks(
+        tmp_path / "img",
+        "Masks",
+        masks=tmp_path / "masks",
+        labels={"lesion": 1},
+        patients=PatientIds(regex=r"^(P\d+)_"),
+        store=ProjectStore(tmp_path / "store"),
+    )
     assert project.labels == {"lesion": 1} and project.patients == ["P0", "P1", "P2", "P9"]
     by_id = {r.id: r for r in project.resources}
     first = by_id["P0_a"]
@@ -69,8 +75,9 @@ def test_one_binary_mask_per_label_and_dicom_images(tmp_path):
     liver[10:60, 10:60], tumour[20:30, 20:30] = 1, 255
     png(tmp_path / "masks" / "liver" / "ct1.png", liver)
     png(tmp_path / "masks" / "tumour" / "ct1.png", tumour)
-    project = import_image_masks(tmp_path / "img", "Per label", masks=tmp_path / "masks",
-                                 store=ProjectStore(tmp_path / "store"))
+    project = import_image_masks(
+        tmp_path / "img", "Per label", masks=tmp_path / "masks", store=ProjectStore(tmp_path / "store")
+    )
     assert project.labels == {"liver": 1, "tumour": 2}
     resource = project.resources[0]
     assert resource.patient_id == "1CT1" and resource.modality == "CT"  # from the DICOM header
@@ -95,8 +102,9 @@ def test_image_mask_bad_input(tmp_path):
         import_image_masks(tmp_path / "img", "2D", masks=tmp_path / "masks", store=store)
     assert store.names() == []
     report = tmp_path / "report.json"
-    project = import_image_masks(tmp_path / "img", "2D", masks=tmp_path / "masks", store=store, skip_bad=True,
-                                 report=report)
+    project = import_image_masks(
+        tmp_path / "img", "2D", masks=tmp_path / "masks", store=store, skip_bad=True, report=report
+    )
     assert [r.id for r in project.resources] == ["good"]
     skipped = {Path(s["item"]).name: s["error"] for s in json.loads(report.read_text())["skipped"]}
     assert set(skipped) == {"broken.png", "small.png", "orphan.png"}
@@ -110,8 +118,13 @@ def test_mask_values_outside_declared_labels(tmp_path):
     png(tmp_path / "img" / "a.png", picture(0))
     png(tmp_path / "masks" / "a.png", square(value=3))
     with pytest.raises(DataError, match=r"a\.png has value\(s\) \[3\] outside the declared labels"):
-        import_image_masks(tmp_path / "img", "X", masks=tmp_path / "masks", labels={"liver": 1, "spleen": 2},
-                           store=ProjectStore(tmp_path / "store"))
+        import_image_masks(
+            tmp_path / "img",
+            "X",
+            masks=tmp_path / "masks",
+            labels={"liver": 1, "spleen": 2},
+            store=ProjectStore(tmp_path / "store"),
+        )
 
 
 def test_class_folders(tmp_path):
@@ -123,7 +136,10 @@ def test_class_folders(tmp_path):
     project = import_class_folders(tmp_path / "data", "Skin", store=ProjectStore(tmp_path / "store"))
     assert project.task == "classification" and project.categories == ("benign", "malignant")
     assert sorted((r.id, r.categories) for r in project.resources) == [
-        ("benign__b0", ("benign",)), ("benign__b1", ("benign",)), ("malignant__sub__m0", ("malignant",))]
+        ("benign__b0", ("benign",)),
+        ("benign__b1", ("benign",)),
+        ("malignant__sub__m0", ("malignant",)),
+    ]
     assert all(r.kind == "image" and r.label is None for r in project.resources)
 
 
@@ -132,15 +148,20 @@ def test_csv_multilabel(tmp_path):
 
     for index in range(3):
         png(tmp_path / "xr" / f"x{index}.png", picture(index))
-    (tmp_path / "labels.csv").write_text("path,label,patient_id\nxr/x0.png,effusion;nodule,A\nxr/x1.png,nodule,A\n"
-                                         "xr/x2.png,,B\nxr/missing.png,nodule,C\n")
+    (tmp_path / "labels.csv").write_text(
+        "path,label,patient_id\nxr/x0.png,effusion;nodule,A\nxr/x1.png,nodule,A\n"
+        "xr/x2.png,,B\nxr/missing.png,nodule,C\n"
+    )
     store = ProjectStore(tmp_path / "store")
     with pytest.raises(DataError, match="missing.png"):
         import_csv(tmp_path / "labels.csv", "CXR", store=store)
     project = import_csv(tmp_path / "labels.csv", "CXR", store=store, skip_bad=True)
     assert project.task == "multilabel_classification" and project.categories == ("effusion", "nodule")
     assert {r.id: r.categories for r in project.resources} == {
-        "xr__x0": ("effusion", "nodule"), "xr__x1": ("nodule",), "xr__x2": ()}
+        "xr__x0": ("effusion", "nodule"),
+        "xr__x1": ("nodule",),
+        "xr__x2": (),
+    }
     assert project.patients == ["A", "B"]
     assert store.inspect("CXR")["categories"] == {"effusion": 1, "nodule": 2}
 
@@ -151,8 +172,15 @@ def test_csv_single_label_with_two_labels_is_an_error(tmp_path):
     png(tmp_path / "a.png", picture(0))
     (tmp_path / "t.csv").write_text("file,dx\na.png,x|y\n")
     with pytest.raises(DataError, match=r"t\.csv line 2.*several labels"):
-        import_csv(tmp_path / "t.csv", "T", path_column="file", label_column="dx", separator="|",
-                   multi_label=False, store=ProjectStore(tmp_path / "store"))
+        import_csv(
+            tmp_path / "t.csv",
+            "T",
+            path_column="file",
+            label_column="dx",
+            separator="|",
+            multi_label=False,
+            store=ProjectStore(tmp_path / "store"),
+        )
 
 
 def test_all_items_bad_is_an_empty_project_error(tmp_path):
@@ -163,8 +191,9 @@ def test_all_items_bad_is_an_empty_project_error(tmp_path):
     (tmp_path / "img" / "a.png").write_bytes(b"junk")
     store = ProjectStore(tmp_path / "store")
     with pytest.raises(DataError, match="project would be empty.*a.png"):
-        import_image_masks(tmp_path / "img", "E", masks=tmp_path / "masks", store=store, skip_bad=True,
-                           report=tmp_path / "r.json")
+        import_image_masks(
+            tmp_path / "img", "E", masks=tmp_path / "masks", store=store, skip_bad=True, report=tmp_path / "r.json"
+        )
     assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
     assert list((tmp_path / "store").iterdir()) == []
 
@@ -173,8 +202,9 @@ def test_patient_ids_from_csv_then_regex(tmp_path):
     from datamint_lightning.data.importers.patients import PatientIds
 
     (tmp_path / "p.csv").write_text("file,subject\nscans/a1.png,S-01\nb2,S-02\n")
-    ids = PatientIds(regex=r"(?P<patient>[a-z])\d", csv_path=tmp_path / "p.csv", key_column="file",
-                     patient_column="subject")
+    ids = PatientIds(
+        regex=r"(?P<patient>[a-z])\d", csv_path=tmp_path / "p.csv", key_column="file", patient_column="subject"
+    )
     assert ids.resolve("scans/a1.png", "x") == "S-01" and ids.resolve("other/b2.jpg", "x") == "S-02"
     assert ids.resolve("c3.png", "x") == "c" and ids.resolve("123.png", "fallback") == "fallback"
     with pytest.raises(DataError, match="needs columns 'path'"):

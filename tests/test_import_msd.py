@@ -29,7 +29,9 @@ def write_msd(root: Path, cases: int = 3, shape=(12, 48, 48), v2: bool = False) 
         phantom = make_phantom(seed=index, shape=shape)
         affine = np.diag([phantom.spacing[2], phantom.spacing[1], phantom.spacing[0], 1.0])
         label = (phantom.label == 1).astype(np.uint8)
-        nib.save(nib.Nifti1Image(display_to_ras(phantom.image), affine), root / "imagesTr" / f"liver_{index}_0000.nii.gz")
+        nib.save(
+            nib.Nifti1Image(display_to_ras(phantom.image), affine), root / "imagesTr" / f"liver_{index}_0000.nii.gz"
+        )
         nib.save(nib.Nifti1Image(display_to_ras(label), affine), root / "labelsTr" / f"liver_{index}.nii.gz")
     (root / "labelsTr" / "._liver_0.nii.gz").write_bytes(b"\x00\x05\x16\x07")  # macOS resource fork, as in MSD tars
     return root
@@ -48,7 +50,7 @@ def test_msd_and_nnunet_label_forms(tmp_path, v2):
     assert project.patients == ["liver_0", "liver_1", "liver_2"]
     resource = project.resources[0]
     assert resource.modality == "CT" and resource.kind == "volume" and resource.spacing == (5.0, 3.0, 3.0)
-    image, spacing = read_nifti(project.path(resource.image))
+    image, _spacing = read_nifti(project.path(resource.image))
     np.testing.assert_array_equal(image, make_phantom(seed=0, shape=(12, 48, 48)).image)
     assert resource.metadata["source"] == "imagesTr/liver_0_0000.nii.gz" and len(resource.metadata["sha256"]) == 64
 
@@ -59,10 +61,14 @@ def test_msd_bad_items(tmp_path):
     from datamint_lightning.data.importers.msd import import_msd
 
     src = write_msd(tmp_path / "ds", cases=4)
-    nib.save(nib.Nifti1Image(np.full((48, 48, 12), 7, np.uint8), np.diag([3.0, 3.0, 5.0, 1.0])),
-             src / "labelsTr" / "liver_1.nii.gz")  # value 7 is not a declared label
-    nib.save(nib.Nifti1Image(np.zeros((40, 48, 12), np.uint8), np.diag([3.0, 3.0, 5.0, 1.0])),
-             src / "labelsTr" / "liver_2.nii.gz")  # wrong size
+    nib.save(
+        nib.Nifti1Image(np.full((48, 48, 12), 7, np.uint8), np.diag([3.0, 3.0, 5.0, 1.0])),
+        src / "labelsTr" / "liver_1.nii.gz",
+    )  # value 7 is not a declared label
+    nib.save(
+        nib.Nifti1Image(np.zeros((40, 48, 12), np.uint8), np.diag([3.0, 3.0, 5.0, 1.0])),
+        src / "labelsTr" / "liver_2.nii.gz",
+    )  # wrong size
     (src / "imagesTr" / "liver_3_0000.nii.gz").write_bytes(b"not a nifti")
     store = ProjectStore(tmp_path / "store")
     existing = store.create("Keep me", {"a": 1}, [], {})
@@ -97,12 +103,19 @@ def test_imported_msd_project_trains_with_liver_seg_recipe(tmp_path):
 
     src = write_msd(tmp_path / "Task03_Liver", cases=5, shape=(12, 64, 64))
     env = {**os.environ, "DATAMINT_LIGHTNING_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
-    run = lambda *args: subprocess.run([sys.executable, "-m", "datamint_lightning", *args], env=env, cwd=tmp_path,
-                                       capture_output=True, text=True, timeout=600)
+    run = lambda *args: subprocess.run(
+        [sys.executable, "-m", "datamint_lightning", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     imported = run("projects", "import", "msd", str(src), "--name", "MSD Liver")
     assert imported.returncode == 0, imported.stderr
-    trained = run("recipe=liver_seg", "data.project=MSD Liver", "data.labels=[liver]", "packaging.enabled=false",
-                  *TINY_OVERRIDES)
+    trained = run(
+        "recipe=liver_seg", "data.project=MSD Liver", "data.labels=[liver]", "packaging.enabled=false", *TINY_OVERRIDES
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "Training finished." in trained.stdout
     shown = run("projects", "show", "MSD Liver", "--json")

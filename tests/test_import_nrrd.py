@@ -11,8 +11,11 @@ import pytest
 from datamint_lightning.data.projects import ProjectStore
 from datamint_lightning.errors import DataError
 
-LPS_HEADER = {"space": "left-posterior-superior", "space directions": np.diag([0.8, 0.8, 2.5]),
-              "space origin": np.array([-100.0, -100.0, 50.0])}
+LPS_HEADER = {
+    "space": "left-posterior-superior",
+    "space directions": np.diag([0.8, 0.8, 2.5]),
+    "space origin": np.array([-100.0, -100.0, 50.0]),
+}
 
 
 def write_case(folder: Path, case: str, seed: int, segments: bool = True, label_shape=None) -> np.ndarray:
@@ -26,8 +29,14 @@ def write_case(folder: Path, case: str, seed: int, segments: bool = True, label_
     nrrd.write(str(folder / f"{case}.nrrd"), volume, dict(LPS_HEADER))
     header = dict(LPS_HEADER)
     if segments:  # Slicer .seg.nrrd segment metadata
-        header.update({"Segment0_Name": "liver", "Segment0_LabelValue": "1",
-                       "Segment1_Name": "lesion", "Segment1_LabelValue": "2"})
+        header.update(
+            {
+                "Segment0_Name": "liver",
+                "Segment0_LabelValue": "1",
+                "Segment1_Name": "lesion",
+                "Segment1_LabelValue": "2",
+            }
+        )
     nrrd.write(str(folder / f"{case}.seg.nrrd"), label, header)
     return volume
 

@@ -33,8 +33,9 @@ def _journal(tmp_path, uri: str, run_id: str, steps: int = 3) -> OfflineJournal:
     journal = OfflineJournal(tmp_path / "mlflow_journal.jsonl", run_id, uri)
     start = int(time.time() * 1000) - 60_000
     for step in range(steps):
-        journal.append({"op": "metrics", "metrics": {"train/loss": 1.0 / (step + 1)}, "step": step,
-                        "timestamp": start + step})
+        journal.append(
+            {"op": "metrics", "metrics": {"train/loss": 1.0 / (step + 1)}, "step": step, "timestamp": start + step}
+        )
     journal.append({"op": "tags", "tags": {"stage": "done"}})
     journal.append({"op": "terminate", "status": "FINISHED", "end_time": start + 1000})
     return journal

@@ -18,9 +18,15 @@ from datamint_lightning.data.projects import ProjectStore
 def datamodule(tmp_path_factory):
     store = ProjectStore(tmp_path_factory.mktemp("store"))
     make_project(store, "Lineage", patients=4)
-    dm = DatamintDataModule("Lineage", labels=["liver", "kidney"], image_size=32, augment=False,
-                            split={"train": 0.5, "val": 0.25, "test": 0.25}, store_dir=str(store.root),
-                            cache_dir=str(tmp_path_factory.mktemp("cache")))
+    dm = DatamintDataModule(
+        "Lineage",
+        labels=["liver", "kidney"],
+        image_size=32,
+        augment=False,
+        split={"train": 0.5, "val": 0.25, "test": 0.25},
+        store_dir=str(store.root),
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )
     dm.setup()
     return dm
 
@@ -43,8 +49,13 @@ def test_digest_follows_ids_and_content(datamodule):
     resources = datamodule.split_resources["train"]
     base = DatamintMLflowDataset("pid", "Lineage", "train", resources, content_hashes={r.id: "a" for r in resources})
     same = DatamintMLflowDataset("pid", "Renamed", "val", resources, content_hashes={r.id: "a" for r in resources})
-    edited = DatamintMLflowDataset("pid", "Lineage", "train", resources,
-                                   content_hashes={r.id: "b" if i == 0 else "a" for i, r in enumerate(resources)})
+    edited = DatamintMLflowDataset(
+        "pid",
+        "Lineage",
+        "train",
+        resources,
+        content_hashes={r.id: "b" if i == 0 else "a" for i, r in enumerate(resources)},
+    )
     fewer = DatamintMLflowDataset("pid", "Lineage", "train", resources[:1], content_hashes={resources[0].id: "a"})
     assert base.digest == same.digest and len({base.digest, edited.digest, fewer.digest}) == 3
 
@@ -68,9 +79,17 @@ def test_recipe_trains_any_imported_project_and_logs_inputs(tmp_path):
 
     make_project(ProjectStore(), "My Liver CT", patients=4)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    results = UNetPPTrainer(project="My Liver CT", tracking_uri=uri, output_dir=str(tmp_path / "out"), overrides=[
-        *TINY_OVERRIDES, "data.image_size=32", "data.split={train: 0.5, val: 0.25, test: 0.25}",
-        "packaging.enabled=false"]).fit()
+    results = UNetPPTrainer(
+        project="My Liver CT",
+        tracking_uri=uri,
+        output_dir=str(tmp_path / "out"),
+        overrides=[
+            *TINY_OVERRIDES,
+            "data.image_size=32",
+            "data.split={train: 0.5, val: 0.25, test: 0.25}",
+            "packaging.enabled=false",
+        ],
+    ).fit()
     run = mlflow.MlflowClient(uri).get_run(results["run_id"])
     logged = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert set(logged) == {"train", "val", "test"} and logged["train"].name == "My Liver CT/train"

@@ -31,8 +31,11 @@ def test_per_patient_dice_equals_whole_volume_dice_from_shuffled_slices():
     slices = [(p, z) for p in range(2) for z in range(6)]
     order = np.random.default_rng(1).permutation(len(slices))
     for batch in np.array_split(order, 4):  # slices of both patients mixed in every batch
-        metric.update(torch.stack([preds[slices[i]] for i in batch]), torch.stack([target[slices[i]] for i in batch]),
-                      torch.tensor([slices[i][0] for i in batch]))
+        metric.update(
+            torch.stack([preds[slices[i]] for i in batch]),
+            torch.stack([target[slices[i]] for i in batch]),
+            torch.tensor([slices[i][0] for i in batch]),
+        )
     patients, per_patient = metric.per_patient()
     reference = DiceMetric(include_background=False, reduction="none", ignore_empty=True)
     expected = reference(one_hot(preds[:, None], 3), one_hot(target[:, None], 3))
@@ -71,9 +74,16 @@ def test_segmentation_module_reports_per_patient_dice(tmp_path):
 
     store = ProjectStore(tmp_path / "store")
     make_project(store, "Dice", patients=4)
-    datamodule = DatamintDataModule("Dice", labels=["liver"], image_size=32, batch_size=4, augment=False,
-                                    split={"train": 0.5, "val": 0.5}, store_dir=str(store.root),
-                                    cache_dir=str(tmp_path / "cache"))
+    datamodule = DatamintDataModule(
+        "Dice",
+        labels=["liver"],
+        image_size=32,
+        batch_size=4,
+        augment=False,
+        split={"train": 0.5, "val": 0.5},
+        store_dir=str(store.root),
+        cache_dir=str(tmp_path / "cache"),
+    )
     network = {k: v for k, v in TINY_2D_NETWORK.items() if k not in ("classes", "in_channels")}
     module = SegmentationModule(network, ["liver"])
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)

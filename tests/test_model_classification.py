@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_factories import save_tiny_classification_model
 
 from datamint_lightning.errors import PackagingError, PredictionError
 from datamint_lightning.packaging.flavor import load_model
-from model_factories import save_tiny_classification_model
 
 LABELS = ("normal", "nodule", "mass")
 TIMM_CONFIG = {"library": "timm", "arch": "test_resnet", "in_channels": 1}  # timm's tiny test network
@@ -36,8 +36,9 @@ def multilabel(tmp_path_factory):
     return path, network, preprocessing, load_model(str(path), device="cpu")
 
 
-def reference(network, preprocessing, image: np.ndarray, display_8bit: bool = False,
-              multilabel: bool = False) -> np.ndarray:
+def reference(
+    network, preprocessing, image: np.ndarray, display_8bit: bool = False, multilabel: bool = False
+) -> np.ndarray:
     """Class probabilities (K,) from the in-memory network, no packaging involved."""
     with torch.inference_mode():
         logits = network(preprocessing.prepare(image[None], display_8bit)).float()[0]
@@ -59,8 +60,9 @@ def test_mlmodel_has_the_classification_flavor(saved, multilabel):
     flavor = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["datamint"]
     assert flavor["task_type"] == "image_classification"
     assert flavor["supported_modes"] == ["default", "image", "slice", "volume"]
-    assert flavor["annotation_specs"] == [{"identifier": name, "type": "category", "scope": "image",
-                                           "required": False} for name in LABELS]
+    assert flavor["annotation_specs"] == [
+        {"identifier": name, "type": "category", "scope": "image", "required": False} for name in LABELS
+    ]
     assert not list(path.rglob("*.pkl"))
     assert "torchvision==" in (path / "requirements.txt").read_text()
     spec = json.loads((path / "artifacts" / "model_spec.json").read_text())
@@ -134,30 +136,39 @@ def test_saved_input_example_is_a_valid_request(saved, model):
     assert answer[0][0]["identifier"] in LABELS
 
 
-@pytest.mark.parametrize("inputs, params, message", [
-    ([np.zeros((1, 2, 8, 8), np.float32)], {}, r"expected \(H, W\) for an image or \(Z, H, W\)"),
-    ([np.zeros((8, 8), np.float32)], {"mode": "teleport"},
-     r"supported modes: \['default', 'image', 'slice', 'volume'\]"),
-    ([np.zeros((8, 8), np.float32)], {"mode": "volume"}, r"takes \(Z, H, W\) volumes; .* is a 2D image"),
-    ([np.zeros((3, 8, 8), np.float32)], {"mode": "image"}, "Mode 'image' takes 2D images"),
-    ([np.zeros((3, 8, 8), np.float32)], {"mode": "slice", "slice_index": 3}, "slice_index=3 is out of range"),
-    ([np.zeros((3, 8, 8), np.float32)], {"mode": "slice"}, r"needs the param\(s\) \['slice_index'\]"),
-    ([np.zeros((8, 8), np.float32)], {"threshold": 2}, r"threshold=2.0 must be within \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "inputs, params, message",
+    [
+        ([np.zeros((1, 2, 8, 8), np.float32)], {}, r"expected \(H, W\) for an image or \(Z, H, W\)"),
+        (
+            [np.zeros((8, 8), np.float32)],
+            {"mode": "teleport"},
+            r"supported modes: \['default', 'image', 'slice', 'volume'\]",
+        ),
+        ([np.zeros((8, 8), np.float32)], {"mode": "volume"}, r"takes \(Z, H, W\) volumes; .* is a 2D image"),
+        ([np.zeros((3, 8, 8), np.float32)], {"mode": "image"}, "Mode 'image' takes 2D images"),
+        ([np.zeros((3, 8, 8), np.float32)], {"mode": "slice", "slice_index": 3}, "slice_index=3 is out of range"),
+        ([np.zeros((3, 8, 8), np.float32)], {"mode": "slice"}, r"needs the param\(s\) \['slice_index'\]"),
+        ([np.zeros((8, 8), np.float32)], {"threshold": 2}, r"threshold=2.0 must be within \[0, 1\]"),
+    ],
+)
 def test_bad_requests(model, inputs, params, message):
     with pytest.raises(PredictionError, match=message):
         model.predict(inputs, params=params)
 
 
 def test_save_refuses_a_config_that_does_not_describe_the_network(tmp_path):
+    from model_factories import tiny_classifier
+
     from datamint_lightning.data.preprocessing import Preprocessing
     from datamint_lightning.packaging.classification import save_classification
-    from model_factories import tiny_classifier
 
     network = tiny_classifier(2, config=TIMM_CONFIG)
     with pytest.raises(PackagingError, match="num_classes=5 but there are 2 labels"):
-        save_classification(tmp_path / "a", network, {**TIMM_CONFIG, "num_classes": 5}, ["a", "b"],
-                            Preprocessing(image_size=32))
+        save_classification(
+            tmp_path / "a", network, {**TIMM_CONFIG, "num_classes": 5}, ["a", "b"], Preprocessing(image_size=32)
+        )
     with pytest.raises(PackagingError, match="does not describe the given network"):
-        save_classification(tmp_path / "b", network, {**TIMM_CONFIG, "in_channels": 3}, ["a", "b"],
-                            Preprocessing(image_size=32))
+        save_classification(
+            tmp_path / "b", network, {**TIMM_CONFIG, "in_channels": 3}, ["a", "b"], Preprocessing(image_size=32)
+        )

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_factories import save_tiny_segmentation_model
 
 from datamint_lightning.errors import PredictionError
 from datamint_lightning.packaging.flavor import load_model
 from datamint_lightning.serving.encoding import decode_mask
-from model_factories import save_tiny_segmentation_model
 from datamint_lightning.serving.segmentation import mask_annotations, segment_slices
 
 SDK_KEYS = {"task_type", "supported_modes", "model_settings", "linked_models", "annotation_specs", "datamint_version"}
@@ -38,8 +38,12 @@ def reference(saved, slices: np.ndarray, display_8bit: bool = False) -> np.ndarr
     """Per-label masks (N, L, H, W) from the in-memory network, no packaging involved."""
     _, network, preprocessing = saved
     label_maps, probs = segment_slices(network, preprocessing, slices, display_8bit)
-    return np.stack([np.stack([a["mask"] for a in mask_annotations(m, p, ["liver", "tumor"], "image")])
-                     for m, p in zip(label_maps, probs)])
+    return np.stack(
+        [
+            np.stack([a["mask"] for a in mask_annotations(m, p, ["liver", "tumor"], "image")])
+            for m, p in zip(label_maps, probs)
+        ]
+    )
 
 
 def masks(answer) -> np.ndarray:
@@ -61,8 +65,12 @@ def test_mlmodel_has_the_sdk_flavor_keys_and_no_pickle(saved):
     assert set(flavor) == SDK_KEYS
     assert flavor["task_type"] == "image_segmentation"
     assert flavor["supported_modes"] == ["default", "image", "slice", "slice_range", "primary_slice", "volume"]
-    assert flavor["annotation_specs"][1] == {"identifier": "tumor", "type": "segmentation", "scope": "image",
-                                             "required": False}
+    assert flavor["annotation_specs"][1] == {
+        "identifier": "tumor",
+        "type": "segmentation",
+        "scope": "image",
+        "required": False,
+    }
     assert flavor["model_settings"]["need_gpu"] is False
     assert set(mlmodel["flavors"]["python_function"]["config"]) == SDK_KEYS | {"device"}
     assert not list(path.rglob("*.pkl"))
@@ -124,16 +132,19 @@ def test_slice_modes(saved, model, volume):
     assert image[0][0]["scope"] == "image"
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"mode": "slice", "slice_index": 6}, r"slice_index=6 is out of range .* valid indices are 0\.\.5"),
-    ({"mode": "slice"}, r"needs the param\(s\) \['slice_index'\]"),
-    ({"mode": "slice", "slice_index": 1, "axis": 3}, "axis=3 must be 0"),
-    ({"mode": "slice_range", "slice_start": 3, "slice_stop": 2}, "slice_stop=2 must be greater"),
-    ({"mode": "image"}, "Mode 'image' takes 2D images"),
-    ({"mode": "interactive"}, r"not supported .* supported modes: \['default', 'image'"),
-    ({"threshold": 1.5}, r"threshold=1.5 must be within \[0, 1\]"),
-    ({"mask_format": "gif"}, "mask_format='gif' is not one of"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"mode": "slice", "slice_index": 6}, r"slice_index=6 is out of range .* valid indices are 0\.\.5"),
+        ({"mode": "slice"}, r"needs the param\(s\) \['slice_index'\]"),
+        ({"mode": "slice", "slice_index": 1, "axis": 3}, "axis=3 must be 0"),
+        ({"mode": "slice_range", "slice_start": 3, "slice_stop": 2}, "slice_stop=2 must be greater"),
+        ({"mode": "image"}, "Mode 'image' takes 2D images"),
+        ({"mode": "interactive"}, r"not supported .* supported modes: \['default', 'image'"),
+        ({"threshold": 1.5}, r"threshold=1.5 must be within \[0, 1\]"),
+        ({"mask_format": "gif"}, "mask_format='gif' is not one of"),
+    ],
+)
 def test_bad_params_are_clear_errors(model, volume, params, message):
     with pytest.raises(PredictionError, match=message):
         model.predict([volume], params=params)
@@ -165,8 +176,11 @@ def test_file_inputs(saved, model, volume, tmp_path):
     nifti = tmp_path / "volume.nii.gz"
     nib.save(nib.Nifti1Image(display_to_ras(volume), np.diag([0.8, 0.8, 2.5, 1.0])), nifti)
     nrrd_path = tmp_path / "volume.nrrd"
-    nrrd.write(str(nrrd_path), volume.transpose(2, 1, 0).copy(),  # LPS (x, y, z) is display (z, y, x)
-               {"space": "left-posterior-superior", "space directions": np.diag([0.8, 0.8, 2.5])})
+    nrrd.write(
+        str(nrrd_path),
+        volume.transpose(2, 1, 0).copy(),  # LPS (x, y, z) is display (z, y, x)
+        {"space": "left-posterior-superior", "space directions": np.diag([0.8, 0.8, 2.5])},
+    )
     ct = get_testdata_file("CT_small.dcm")
     answer = model.predict([str(png), str(nifti), str(nrrd_path), ct])
     assert [a[0]["scope"] for a in answer] == ["image", "volume", "volume", "image"]
@@ -228,8 +242,13 @@ def test_request_dict_inputs(model, volume):
     items = [
         {"data": base64.b64encode(picture.getvalue()).decode(), "mime_type": "image/png"},
         {"array": volume[0].tolist()},
-        {"array_b64": base64.b64encode(volume.astype("<f4").tobytes()).decode(), "dtype": "float32",
-         "shape": list(volume.shape), "spacing": [2.5, 0.8, 0.8], "primary_slice": 1},
+        {
+            "array_b64": base64.b64encode(volume.astype("<f4").tobytes()).decode(),
+            "dtype": "float32",
+            "shape": list(volume.shape),
+            "spacing": [2.5, 0.8, 0.8],
+            "primary_slice": 1,
+        },
     ]
     answer = model.predict(items, params={"mask_format": "rle"})
     json.dumps(answer)  # plain JSON
@@ -238,16 +257,19 @@ def test_request_dict_inputs(model, volume):
     assert model.predict(items[2:], params={"mode": "primary_slice"})[0][0]["slice_index"] == 1
 
 
-@pytest.mark.parametrize("item, message", [
-    ({"data": base64.b64encode(b"not a picture").decode(), "mime_type": "image/png"}, "Cannot read image file"),
-    ({"data": "%%%", "mime_type": "image/png"}, r"input\[0\].data is not valid base64"),
-    ({"data": "AAAA", "mime_type": "video/mp4"}, "mime_type='video/mp4' is not one of"),
-    ({"array_b64": "AAAA", "dtype": "float32", "shape": [2, 2]}, "holds 3 bytes; shape .* needs 16"),
-    ({"array": [[[[1.0]]]]}, r"shape \(1, 1, 1, 1\); expected \(H, W\)"),
-    ({"array": [[1.0]], "path": "/x"}, "expected exactly one of"),
-    ({"path": "/nonexistent/ct.nii.gz"}, "path inputs are disabled"),
-    ({"array": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "spacing": [1.0]}, None),  # an image: spacing unused
-])
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ({"data": base64.b64encode(b"not a picture").decode(), "mime_type": "image/png"}, "Cannot read image file"),
+        ({"data": "%%%", "mime_type": "image/png"}, r"input\[0\].data is not valid base64"),
+        ({"data": "AAAA", "mime_type": "video/mp4"}, "mime_type='video/mp4' is not one of"),
+        ({"array_b64": "AAAA", "dtype": "float32", "shape": [2, 2]}, "holds 3 bytes; shape .* needs 16"),
+        ({"array": [[[[1.0]]]]}, r"shape \(1, 1, 1, 1\); expected \(H, W\)"),
+        ({"array": [[1.0]], "path": "/x"}, "expected exactly one of"),
+        ({"path": "/nonexistent/ct.nii.gz"}, "path inputs are disabled"),
+        ({"array": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], "spacing": [1.0]}, None),  # an image: spacing unused
+    ],
+)
 def test_bad_request_items(model, item, message):
     if message is None:
         assert model.predict([item])[0][0]["scope"] == "image"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_factories import save_tiny_volume_model
 
 from datamint_lightning.errors import PredictionError
 from datamint_lightning.packaging.flavor import load_model
-from model_factories import save_tiny_volume_model
 from datamint_lightning.serving.settings import ModelSettings
 
 
@@ -46,8 +46,9 @@ def test_sliding_window_equals_the_in_memory_network(saved, model):
     _, network = saved
     data = volume()
     answer = model.predict([data])  # no spacing: no resampling
-    settings = ModelSettings.from_dict(yaml.safe_load((saved[0] / "MLmodel").read_text())
-                                       ["flavors"]["datamint"]["model_settings"])
+    settings = ModelSettings.from_dict(
+        yaml.safe_load((saved[0] / "MLmodel").read_text())["flavors"]["datamint"]["model_settings"]
+    )
     with torch.inference_mode():
         tensor = torch.from_numpy(normalize_intensity(data, settings.intensity))[None, None]
         logits = sliding_window_inference(tensor, (16, 32, 32), 4, network, overlap=0.25, mode="gaussian")
@@ -72,12 +73,15 @@ def test_slice_mode_and_batch_size_do_not_change_the_answer(model):
     np.testing.assert_array_equal(one["mask"], whole[5])
 
 
-@pytest.mark.parametrize("inputs, params, message", [
-    ([np.zeros((8, 8), np.float32)], {"mode": "volume"}, "takes .Z, H, W. volumes; .* is a 2D image"),
-    ([volume((4, 8, 8))], {"mode": "slice", "slice_index": 4}, "slice_index=4 is out of range"),
-    ([volume((4, 8, 8))], {"mode": "image"}, r"supported modes: \['default', 'slice', 'volume'\]"),
-    ([{"array": volume((4, 8, 8)), "spacing": [0, 1, 1]}], {}, "spacing=.* must be three positive"),
-])
+@pytest.mark.parametrize(
+    "inputs, params, message",
+    [
+        ([np.zeros((8, 8), np.float32)], {"mode": "volume"}, "takes .Z, H, W. volumes; .* is a 2D image"),
+        ([volume((4, 8, 8))], {"mode": "slice", "slice_index": 4}, "slice_index=4 is out of range"),
+        ([volume((4, 8, 8))], {"mode": "image"}, r"supported modes: \['default', 'slice', 'volume'\]"),
+        ([{"array": volume((4, 8, 8)), "spacing": [0, 1, 1]}], {}, "spacing=.* must be three positive"),
+    ],
+)
 def test_bad_requests(model, inputs, params, message):
     with pytest.raises(PredictionError, match=message):
         model.predict(inputs, params=params)

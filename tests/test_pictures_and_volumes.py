@@ -17,20 +17,21 @@ SHAPE = (10, 40, 40)  # display (z, y, x)
 def brain(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """An MR-like head in arbitrary units (tissue ~300, a bright rim ~900, a lesion ~650) and its lesion mask."""
     rng = np.random.default_rng(seed)
-    z, y, x = np.mgrid[:SHAPE[0], :SHAPE[1], :SHAPE[2]].astype(np.float32)
+    z, y, x = np.mgrid[: SHAPE[0], : SHAPE[1], : SHAPE[2]].astype(np.float32)
     head = ((y - 20) / 17) ** 2 + ((x - 20) / 15) ** 2
     image = np.where(head < 1, 300 + 2 * (y - 20), 0).astype(np.float32)
     image[(head >= 0.8) & (head < 1)] = 900
     centre = rng.uniform([3, 12, 11], [7, 27, 29])
     radius = rng.uniform(4.5, 6.0)
-    lesion = ((z - centre[0]) * 1.5) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 < radius ** 2
+    lesion = ((z - centre[0]) * 1.5) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 < radius**2
     image[lesion] = 650
     image += np.abs(rng.normal(0, 12, SHAPE)).astype(np.float32)
     return image, lesion.astype(np.uint8)
 
 
-def export_pngs(image: np.ndarray, folder: Path, prefix: str, mask: np.ndarray | None = None,
-                mask_folder: Path | None = None) -> list[Path]:
+def export_pngs(
+    image: np.ndarray, folder: Path, prefix: str, mask: np.ndarray | None = None, mask_folder: Path | None = None
+) -> list[Path]:
     """Slice-by-slice PNG export, min-max per slice to 0..255 (as common exporters do)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -68,25 +69,47 @@ def trained(tmp_path_factory):
         image, lesion = brain(seed)
         export_pngs(image, root / "img", f"P{seed}", lesion, root / "masks")
     store = ProjectStore(root / "store")
-    import_image_masks(root / "img", "Brain PNG", masks=root / "masks", store=store, labels={"lesion": 1},
-                       patients=PatientIds(regex=r"(P\d+)_"))
-    datamodule = DatamintDataModule("Brain PNG", labels=["lesion"], image_size=32, batch_size=8, augment=False,
-                                    intensity="auto", split={"train": 0.75, "val": 0.25}, empty_slice_fraction=1.0,
-                                    store_dir=str(store.root), cache_dir=str(root / "cache"))
+    import_image_masks(
+        root / "img",
+        "Brain PNG",
+        masks=root / "masks",
+        store=store,
+        labels={"lesion": 1},
+        patients=PatientIds(regex=r"(P\d+)_"),
+    )
+    datamodule = DatamintDataModule(
+        "Brain PNG",
+        labels=["lesion"],
+        image_size=32,
+        batch_size=8,
+        augment=False,
+        intensity="auto",
+        split={"train": 0.75, "val": 0.25},
+        empty_slice_fraction=1.0,
+        store_dir=str(store.root),
+        cache_dir=str(root / "cache"),
+    )
     assert datamodule.preprocessing.intensity == "percentile" and datamodule.preprocessing.trained_on == ("8bit",)
     L.seed_everything(0)
     network = {k: v for k, v in TINY_2D_NETWORK.items() if k not in ("classes", "in_channels")}
     module = SegmentationModule(network, ["lesion"], lr=5e-3)
-    trainer = L.Trainer(max_epochs=15, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=15,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny batches: one thread is ~10x faster than several on a shared CPU
     try:
         trainer.fit(module, datamodule=datamodule)
     finally:
         torch.set_num_threads(threads)
-    save_tiny_segmentation_model(root / "model", labels=("lesion",), network=module.net.eval(),
-                                 preprocessing=datamodule.preprocessing)
+    save_tiny_segmentation_model(
+        root / "model", labels=("lesion",), network=module.net.eval(), preprocessing=datamodule.preprocessing
+    )
     return load_model(str(root / "model"), device="cpu"), root
 
 
@@ -131,8 +154,9 @@ def test_same_volume_as_nrrd_and_dicom_series_lands_on_the_lesion(trained, case,
     file_image = np.flip(image.transpose(0, 2, 1), axis=(0, 1, 2)).copy()
     file_lesion = np.flip(lesion.transpose(0, 2, 1), axis=(0, 1, 2))
     directions = np.array([[0.0, 0.0, -3.0], [0.9, 0.0, 0.0], [0.0, 0.9, 0.0]])  # i: -S, j: +R, k: +A
-    nrrd.write(str(tmp_path / "case.nrrd"), file_image, {"space": "right-anterior-superior",
-                                                         "space directions": directions})
+    nrrd.write(
+        str(tmp_path / "case.nrrd"), file_image, {"space": "right-anterior-superior", "space directions": directions}
+    )
     # DICOM coronal slices: columns towards the left (LPS +x), rows towards inferior (LPS -z), so slices step
     # towards posterior: series[k, r, c] = display[Z-1-r, k, c].
     dicom_image = np.flip(image.transpose(1, 0, 2), axis=1).copy()

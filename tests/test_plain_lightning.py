@@ -21,10 +21,19 @@ from datamint_lightning.networks import build_network
 def test_checkpoints_reach_the_stock_mlflow_loggers_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logger = MLFlowLogger(experiment_name="plain", tracking_uri=uri, artifact_location=(tmp_path / "a").as_uri())
-    checkpoint = MLflowModelCheckpoint(dirpath=tmp_path / "ckpt", filename="epoch{epoch:02d}", monitor="val/score",
-                                       mode="max", save_top_k=1)
-    trainer = L.Trainer(max_epochs=5, callbacks=[checkpoint], logger=logger, enable_progress_bar=False,
-                        enable_model_summary=False, log_every_n_steps=1, accelerator="cpu", num_sanity_val_steps=0)
+    checkpoint = MLflowModelCheckpoint(
+        dirpath=tmp_path / "ckpt", filename="epoch{epoch:02d}", monitor="val/score", mode="max", save_top_k=1
+    )
+    trainer = L.Trainer(
+        max_epochs=5,
+        callbacks=[checkpoint],
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
     trainer.fit(Tiny())
 
     client = mlflow.MlflowClient(uri)
@@ -69,8 +78,9 @@ class Data(L.LightningDataModule):
     def train_dataloader(self):
         generator = torch.Generator().manual_seed(0)
         images = torch.randn(4, 1, 32, 32, generator=generator)
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, (images[:, 0] > 0).long()),
-                                           batch_size=2)
+        return torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(images, (images[:, 0] > 0).long()), batch_size=2
+        )
 
     val_dataloader = train_dataloader
 
@@ -96,8 +106,17 @@ def autologging(tmp_path, monkeypatch):
 
 
 def _trainer(tmp_path, max_epochs: int = 2, **kwargs):
-    return L.Trainer(max_epochs=max_epochs, default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False,
-                     log_every_n_steps=1, accelerator="cpu", num_sanity_val_steps=0, logger=False, **kwargs)
+    return L.Trainer(
+        max_epochs=max_epochs,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+        logger=False,
+        **kwargs,
+    )
 
 
 @pytest.mark.slow  # a real fit: ~10 s alone, far more on a loaded machine
@@ -119,8 +138,9 @@ def test_autolog_tracks_a_plain_fit_in_the_active_project(tmp_path, autologging)
     checkpoints = [a.path for a in autologging.list_artifacts(run.info.run_id, "checkpoints")]
     assert "checkpoints/last.ckpt" in checkpoints
     model = load_model(run.data.tags["datamint.model_uri"], device="cpu")
-    assert isinstance(model, TorchSegmenter) and model.predict([np.zeros((32, 32), np.float32)])[0][0]["mask"].shape \
-        == (32, 32)
+    assert isinstance(model, TorchSegmenter) and model.predict([np.zeros((32, 32), np.float32)])[0][0][
+        "mask"
+    ].shape == (32, 32)
 
 
 @pytest.mark.slow  # a real fit: ~10 s alone, far more on a loaded machine
@@ -157,10 +177,19 @@ def test_autolog_packages_our_module_through_the_registration_gate(tmp_path, aut
 
     datamodule = DatamintDataModule(tiny_demo.name, image_size=64, batch_size=8, augment=False)
     datamodule.setup("fit")
-    module = SegmentationModule({"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3,
-                                 "decoder_channels": [32, 16, 8], "encoder_weights": None}, datamodule.labels)
-    trainer = _trainer(tmp_path, max_epochs=1,
-                       callbacks=[ModelCheckpoint(monitor="val/dice", mode="max", dirpath=tmp_path / "own")])
+    module = SegmentationModule(
+        {
+            "arch": "Unet",
+            "encoder_name": "resnet18",
+            "encoder_depth": 3,
+            "decoder_channels": [32, 16, 8],
+            "encoder_weights": None,
+        },
+        datamodule.labels,
+    )
+    trainer = _trainer(
+        tmp_path, max_epochs=1, callbacks=[ModelCheckpoint(monitor="val/dice", mode="max", dirpath=tmp_path / "own")]
+    )
     trainer.fit(module, datamodule=datamodule)
 
     [run] = autologging.search_runs([e.experiment_id for e in autologging.search_experiments()])

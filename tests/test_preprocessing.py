@@ -31,9 +31,12 @@ def png_export(image: np.ndarray) -> np.ndarray:
 def test_output_is_float32_in_unit_range_whatever_comes_in(intensity, display_8bit, dtype):
     preprocessing = Preprocessing(32, intensity)
     raw = (mr_slice() if dtype != np.uint8 else png_export(mr_slice())).astype(dtype)
-    for out in (preprocessing.normalize(raw, display_8bit), preprocessing.normalize(raw[None], display_8bit),
-                preprocessing.normalize_volume(np.stack([raw, raw]), display_8bit)):
-        assert out.dtype == np.float32 and 0.0 <= out.min() and out.max() <= 1.0
+    for out in (
+        preprocessing.normalize(raw, display_8bit),
+        preprocessing.normalize(raw[None], display_8bit),
+        preprocessing.normalize_volume(np.stack([raw, raw]), display_8bit),
+    ):
+        assert out.dtype == np.float32 and out.min() >= 0.0 and out.max() <= 1.0
     tensor = preprocessing.prepare(np.stack([raw, raw]), display_8bit)
     assert tensor.dtype == torch.float32 and tuple(tensor.shape) == (2, 1, 32, 32)
 
@@ -55,8 +58,9 @@ def test_rule_is_stored_with_the_model_and_old_specs_keep_theirs():
     saved = trained.to_dict()
     assert saved["pictures"] == "percentile" and saved["trained_on"] == ["8bit", "native"]
     assert Preprocessing.from_dict(saved) == trained
-    legacy = Preprocessing.from_dict({"image_size": 64, "intensity": "percentile", "window_center": 60.0,
-                                      "window_width": 400.0})
+    legacy = Preprocessing.from_dict(
+        {"image_size": 64, "intensity": "percentile", "window_center": 60.0, "window_width": 400.0}
+    )
     assert legacy.pictures == "scale_255" and legacy.trained_on == ()  # what models saved before divided by
     three_d = Preprocessing.from_dict({"intensity": "ct_window", "window_center": 40, "window_width": 350})
     assert three_d.image_size is None and three_d.prepare(np.zeros((1, 5, 7))).shape[-2:] == (5, 7)
@@ -94,10 +98,13 @@ def test_datamodule_records_sources_and_warns_about_windowed_pictures(tmp_path):
         (tmp_path / folder).mkdir()
     for index in range(2):
         Image.fromarray(png_export(mr_slice(index))).save(tmp_path / "img" / f"s{index}.png")
-        Image.fromarray(((png_export(mr_slice(index)) > 200) * 255).astype(np.uint8)).save(tmp_path / "masks" / f"s{index}.png")
+        Image.fromarray(((png_export(mr_slice(index)) > 200) * 255).astype(np.uint8)).save(
+            tmp_path / "masks" / f"s{index}.png"
+        )
     store = ProjectStore(tmp_path / "store")
-    import_image_masks(tmp_path / "img", "Pictures", masks=tmp_path / "masks", store=store, modality="CT",
-                       labels={"lesion": 1})
+    import_image_masks(
+        tmp_path / "img", "Pictures", masks=tmp_path / "masks", store=store, modality="CT", labels={"lesion": 1}
+    )
     options = {"labels": ["lesion"], "image_size": 32, "store_dir": str(store.root)}
     auto = DatamintDataModule("Pictures", intensity="auto", **options)
     assert auto.preprocessing.intensity == "percentile" and auto.preprocessing.trained_on == ("8bit",)
@@ -124,8 +131,13 @@ def test_percentile_and_auto_models_package_serve_and_agree(tmp_path):
 
     store = ProjectStore(tmp_path / "store")
     make_project(store, "MR", patients=4, modality="MR")
-    options = {"labels": ["liver"], "image_size": 32, "split": {"train": 0.5, "val": 0.25, "test": 0.25},
-               "store_dir": str(store.root), "cache_dir": str(tmp_path / "cache")}
+    options = {
+        "labels": ["liver"],
+        "image_size": 32,
+        "split": {"train": 0.5, "val": 0.25, "test": 0.25},
+        "store_dir": str(store.root),
+        "cache_dir": str(tmp_path / "cache"),
+    }
     datamodule = DatamintDataModule("MR", intensity="auto", **options)
     preprocessing = datamodule.preprocessing
     assert DatamintDataModule("MR", intensity="percentile", **options).preprocessing == preprocessing
@@ -137,11 +149,11 @@ def test_percentile_and_auto_models_package_serve_and_agree(tmp_path):
     run = client.create_run(experiment)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     try:
-        packaged = log_segmentation_model(network, TINY_2D_NETWORK, ["liver"], preprocessing, run.info.run_id,
-                                          examples)
+        packaged = log_segmentation_model(network, TINY_2D_NETWORK, ["liver"], preprocessing, run.info.run_id, examples)
         model = load_model(packaged.model_uri, device="cpu")
-        for expected_masks, actual_masks in zip(network_masks(network, preprocessing, ["liver"], examples),
-                                                package_masks(model, examples)):
+        for expected_masks, actual_masks in zip(
+            network_masks(network, preprocessing, ["liver"], examples), package_masks(model, examples)
+        ):
             np.testing.assert_array_equal(actual_masks, expected_masks)
     finally:
         mlflow.set_tracking_uri(None)

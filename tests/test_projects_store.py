@@ -22,26 +22,50 @@ def make_project(store: ProjectStore, name: str = "Tiny", patients: int = 3):
         label[0, :2, :2] = 1 if index % 2 == 0 else 2
         files[f"v{index}.nii.gz"] = nifti_bytes(np.zeros((2, 8, 8), np.int16), (1.0, 1.0, 1.0))
         files[f"l{index}.nii.gz"] = nifti_bytes(label, (1.0, 1.0, 1.0))
-        resources.append(Resource(id=f"r{index}", patient_id=f"P{index}", modality="MR", kind="volume",
-                                  image=f"v{index}.nii.gz", label=f"l{index}.nii.gz"))
+        resources.append(
+            Resource(
+                id=f"r{index}",
+                patient_id=f"P{index}",
+                modality="MR",
+                kind="volume",
+                image=f"v{index}.nii.gz",
+                label=f"l{index}.nii.gz",
+            )
+        )
     return store.create(name, {"liver": 1, "spleen": 2}, resources, files)
 
 
 def cli(*args: str, store) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "datamint_lightning", "projects", "--store", str(store), *args],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "datamint_lightning", "projects", "--store", str(store), *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
 
 
 def test_inspect_counts_labels_patients_and_splits(tmp_path):
     store = ProjectStore(tmp_path)
     project = make_project(store)
     (project.root / "splits").mkdir()
-    (project.root / "splits" / "seed1.json").write_text(json.dumps(
-        {"seed": 1, "fractions": {"train": 0.67, "val": 0.33}, "patients": {"P0": "train", "P1": "train", "P2": "val"}}))
+    (project.root / "splits" / "seed1.json").write_text(
+        json.dumps(
+            {
+                "seed": 1,
+                "fractions": {"train": 0.67, "val": 0.33},
+                "patients": {"P0": "train", "P1": "train", "P2": "val"},
+            }
+        )
+    )
     info = store.inspect("tiny")
-    assert info["labels"] == {"liver": {"value": 1, "resources": 2, "patients": 2},
-                              "spleen": {"value": 2, "resources": 1, "patients": 1}}
-    assert info["splits"] == {"seed1": {"train": {"patients": 2, "resources": 2}, "val": {"patients": 1, "resources": 1}}}
+    assert info["labels"] == {
+        "liver": {"value": 1, "resources": 2, "patients": 2},
+        "spleen": {"value": 2, "resources": 1, "patients": 1},
+    }
+    assert info["splits"] == {
+        "seed1": {"train": {"patients": 2, "resources": 2}, "val": {"patients": 1, "resources": 1}}
+    }
     assert info["modalities"] == {"MR": 3} and info["resources_per_patient"] == {"P0": 1, "P1": 1, "P2": 1}
 
 
@@ -108,8 +132,17 @@ def test_cli_import_error_and_skip_report(tmp_path):
     (tmp_path / "data" / "dogs" / "d.jpg").write_bytes(b"broken")
     failed = cli("import", "class-folders", str(tmp_path / "data"), "--name", "Pets", store=tmp_path / "s")
     assert failed.returncode == 2 and "d.jpg" in failed.stderr and "Traceback" not in failed.stderr
-    done = cli("import", "class-folders", str(tmp_path / "data"), "--name", "Pets", "--skip-bad", "--report",
-               str(tmp_path / "report.json"), store=tmp_path / "s")
+    done = cli(
+        "import",
+        "class-folders",
+        str(tmp_path / "data"),
+        "--name",
+        "Pets",
+        "--skip-bad",
+        "--report",
+        str(tmp_path / "report.json"),
+        store=tmp_path / "s",
+    )
     assert done.returncode == 0, done.stderr
     assert "Imported 1 resource(s)" in done.stdout and "Skipped 1 bad item(s)" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())

@@ -28,9 +28,11 @@ def test_corrupt_files_name_the_file(tmp_path):
     (tmp_path / "x.nrrd").write_bytes(b"NRRD0004\nnonsense")
     (tmp_path / "dcm").mkdir()
     (tmp_path / "dcm" / "x.dcm").write_bytes(b"\x00" * 200)
-    for call, name in ((lambda: read_image_file(tmp_path / "x.jpg"), "x.jpg"),
-                       (lambda: read_nrrd(tmp_path / "x.nrrd"), "x.nrrd"),
-                       (lambda: read_dicom_series(tmp_path / "dcm"), "x.dcm")):
+    for call, name in (
+        (lambda: read_image_file(tmp_path / "x.jpg"), "x.jpg"),
+        (lambda: read_nrrd(tmp_path / "x.nrrd"), "x.nrrd"),
+        (lambda: read_dicom_series(tmp_path / "dcm"), "x.dcm"),
+    ):
         with pytest.raises(DataError, match=name):
             call()
 

@@ -27,21 +27,23 @@ def cli_run(tiny_brain_demo, tmp_path_factory):
 
     output_dir = tmp_path_factory.mktemp("cls_run")
     uri = f"sqlite:///{Path(os.environ['DATAMINT_LIGHTNING_HOME']) / 'mlflow.db'}"  # the embedded store
-    result = run_cli("recipe=brain_tumor_cls", *TINY_CLS_OVERRIDES, f"hydra.run.dir={output_dir}",
-                     env={"MLFLOW_TRACKING_URI": uri})
+    result = run_cli(
+        "recipe=brain_tumor_cls", *TINY_CLS_OVERRIDES, f"hydra.run.dir={output_dir}", env={"MLFLOW_TRACKING_URI": uri}
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(DEMO)
-    runs = client.search_runs([experiment.experiment_id],
-                              f"tags.output_dir = '{Path(output_dir).resolve()}'")  # this CLI run, not another
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.output_dir = '{Path(output_dir).resolve()}'"
+    )  # this CLI run, not another
     assert len(runs) == 1, result.stdout[-3000:]
     return client, runs[0], output_dir
 
 
 @pytest.fixture(scope="module")
 def registered(cli_run):
-    client, run, output_dir = cli_run
+    client, run, _output_dir = cli_run
     versions = client.search_model_versions(f"name = '{DEMO}' and run_id = '{run.info.run_id}'")
     assert versions, f"run {run.info.run_id} registered nothing: {run.data.tags.get('registration.skipped')}"
     version = versions[0]
@@ -76,7 +78,7 @@ def checkpoint_scores(cli_run, paths) -> np.ndarray:
     from datamint_lightning.packaging.classification import network_scores
     from datamint_lightning.training.classification_module import ClassificationModule
 
-    client, run, _ = cli_run
+    _client, run, _ = cli_run
     best = Path(run.data.tags["checkpoint.dir"]) / Path(run.data.tags["checkpoint.best"]).name
     module = ClassificationModule.load_from_checkpoint(best, map_location="cpu", weights_only=True)
     preprocessing = Preprocessing(32, "percentile")
@@ -84,11 +86,17 @@ def checkpoint_scores(cli_run, paths) -> np.ndarray:
 
 
 def test_run_records_metrics_report_and_gate(cli_run):
-    client, run, output_dir = cli_run
+    client, run, _output_dir = cli_run
     assert run.info.status == "FINISHED"
-    assert {"test/accuracy", "test/f1", "test/auroc", "test/auroc_no", "test/auroc_yes", "test/loss",
-            "test/majority_accuracy"} <= \
-        set(run.data.metrics)
+    assert {
+        "test/accuracy",
+        "test/f1",
+        "test/auroc",
+        "test/auroc_no",
+        "test/auroc_yes",
+        "test/loss",
+        "test/majority_accuracy",
+    } <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "val/auroc")) == 2  # per epoch
     assert run.data.params["model.network.arch"] == "resnet18"
     assert run.data.tags["checkpoint.monitor"] == "val/loss"
@@ -105,8 +113,10 @@ def test_registered_as_an_image_classification_model(registered):
     model_dir = Path(mlflow.artifacts.download_artifacts(model_uri))
     flavor = yaml.safe_load((model_dir / "MLmodel").read_text())["flavors"]["datamint"]
     assert flavor["task_type"] == "image_classification"
-    assert [(s["identifier"], s["type"]) for s in flavor["annotation_specs"]] == [("no", "category"),
-                                                                                  ("yes", "category")]
+    assert [(s["identifier"], s["type"]) for s in flavor["annotation_specs"]] == [
+        ("no", "category"),
+        ("yes", "category"),
+    ]
     spec = json.loads(next(model_dir.rglob("model_spec.json")).read_text())
     assert spec["network"]["arch"] == "resnet18" and spec["labels"] == ["no", "yes"] and not spec["multilabel"]
     assert spec["preprocessing"]["image_size"] == 32 and spec["preprocessing"]["intensity"] == "percentile"
@@ -164,18 +174,22 @@ def _runs(experiment_name: str) -> int:
     return len(client.search_runs([experiment.experiment_id])) if experiment else 0
 
 
-@pytest.mark.parametrize("project, overrides, message", [
-    ("Liver CT Demo", [], "trains classifiers, but project 'Liver CT Demo' holds segmentation"),
-    (DEMO, ["data.labels=[no,maybe]"], r"Class\(es\) \['maybe'\] not in project"),
-    (DEMO, ["model.network.arch=resnet_nope"], "resnet_nope"),
-    (DEMO, ["model.multilabel=true"], "model.multilabel=True but project"),
-])
+@pytest.mark.parametrize(
+    "project, overrides, message",
+    [
+        ("Liver CT Demo", [], "trains classifiers, but project 'Liver CT Demo' holds segmentation"),
+        (DEMO, ["data.labels=[no,maybe]"], r"Class\(es\) \['maybe'\] not in project"),
+        (DEMO, ["model.network.arch=resnet_nope"], "resnet_nope"),
+        (DEMO, ["model.multilabel=true"], "model.multilabel=True but project"),
+    ],
+)
 def test_bad_configuration_fails_before_any_run(tiny_demo, tiny_brain_demo, tmp_path, project, overrides, message):
     from datamint_lightning.training.classification_trainer import ClassificationTrainer
 
     before = _runs(project)
-    trainer = ClassificationTrainer(project=project, overrides=[*TINY_CLS_OVERRIDES, *overrides,
-                                                                f"paths.output_dir={tmp_path}"])
+    trainer = ClassificationTrainer(
+        project=project, overrides=[*TINY_CLS_OVERRIDES, *overrides, f"paths.output_dir={tmp_path}"]
+    )
     with pytest.raises(ConfigError, match=message):
         trainer.fit()
     assert _runs(project) == before and not (tmp_path / "checkpoints").exists()

@@ -56,7 +56,7 @@ def test_liver_seg_3d_trains_tests_and_registers_a_volume_model(liver_3d):
     import mlflow
     import yaml
 
-    client, run, version, output = liver_3d
+    _client, run, version, _output = liver_3d
     assert run.info.status == "FINISHED" and run.data.tags["task"] == "VolumeSegmentationTrainer"
     assert {"test/dice", "test/dice_liver", "test/iou_liver", "val/dice_liver", "train/loss"} <= set(run.data.metrics)
     assert run.data.tags["registration.gate"] == "passed"
@@ -78,8 +78,9 @@ def test_liver_seg_3d_reports_overlays_and_a_class_table(liver_3d, tmp_path):
     client, run, *_ = liver_3d
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     assert any(Path(p).name.startswith("val~overlays+step+") and p.endswith(".png") for p in images)
-    table = json.loads(Path(client.download_artifacts(run.info.run_id, "test/per_class_metrics.json",
-                                                      str(tmp_path))).read_text())
+    table = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "test/per_class_metrics.json", str(tmp_path))).read_text()
+    )
     assert [row[0] for row in table["data"]] == ["liver", "mean"]
 
 
@@ -103,12 +104,11 @@ def test_liver_seg_3d_predicts_a_nifti_volume_on_its_own_grid(liver_3d, tmp_path
 @pytest.fixture(scope="module")
 def abdomen(tiny_demo, tmp_path_factory):
     overrides = [o for o in TINY_OVERRIDES if "decoder_channels" not in o and "encoder_depth" not in o]
-    return trained("abdomen_seg", [*overrides, "packaging.min_score=null"],
-                   tmp_path_factory.mktemp("abdomen"))
+    return trained("abdomen_seg", [*overrides, "packaging.min_score=null"], tmp_path_factory.mktemp("abdomen"))
 
 
 def test_abdomen_seg_logs_dice_and_iou_per_organ(abdomen):
-    client, run, version, _ = abdomen
+    _client, run, version, _ = abdomen
     assert run.info.status == "FINISHED" and run.data.params["model.network.arch"] == "FPN"
     for stage in ("val", "test"):
         for metric in ("dice", "iou"):
@@ -122,7 +122,6 @@ def test_abdomen_seg_predicts_three_organs_in_a_fresh_process(abdomen, tmp_path)
     client, _, version, _ = abdomen
     hu = make_phantom(seed=5, shape=(16, 80, 96)).image[11].astype(np.float32)
     np.save(tmp_path / "slice.npy", hu)
-    [annotations] = predict_in_fresh_process(client, version, f"[np.load({str(tmp_path / 'slice.npy')!r})]",
-                                             tmp_path)
+    [annotations] = predict_in_fresh_process(client, version, f"[np.load({str(tmp_path / 'slice.npy')!r})]", tmp_path)
     assert [a["label"] for a in annotations] == ["liver", "spleen", "kidney"]
     assert all(a["shape"] == [80, 96] for a in annotations)

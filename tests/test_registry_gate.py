@@ -26,8 +26,13 @@ class HookedTrainer(UNetPPTrainer):
 
 @pytest.fixture(scope="module")
 def failed_gate(tiny_demo, tmp_path_factory):
-    overrides = [*TINY_OVERRIDES, "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
-                 f"packaging.registered_model_name={NAME}", f"paths.output_dir={tmp_path_factory.mktemp('gate')}"]
+    overrides = [
+        *TINY_OVERRIDES,
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=2",
+        f"packaging.registered_model_name={NAME}",
+        f"paths.output_dir={tmp_path_factory.mktemp('gate')}",
+    ]
     trainer = HookedTrainer(overrides=overrides)
     with pytest.raises(PackagingError, match="disagrees") as error:
         trainer.fit()
@@ -38,7 +43,7 @@ def failed_gate(tiny_demo, tmp_path_factory):
 
 
 def test_failed_gate_is_recorded_and_nothing_is_registered(failed_gate):
-    client, run, error = failed_gate
+    client, run, _error = failed_gate
     assert run.info.status == "FAILED"
     assert run.data.tags["registration.gate"] == "failed"
     assert "disagrees" in run.data.tags["registration.gate_reason"]
@@ -73,8 +78,9 @@ def test_champion_moves_only_for_a_better_version(failed_gate):
 def test_rejected_registered_model_name_fails_before_training(tiny_demo, tmp_path):
     from datamint_lightning.errors import ConfigError
 
-    trainer = UNetPPTrainer(overrides=[*TINY_OVERRIDES, "packaging.registered_model_name='a/b'",
-                                       f"paths.output_dir={tmp_path}"])
+    trainer = UNetPPTrainer(
+        overrides=[*TINY_OVERRIDES, "packaging.registered_model_name='a/b'", f"paths.output_dir={tmp_path}"]
+    )
     with pytest.raises(ConfigError, match="registered_model_name"):
         trainer.fit()
     assert not (tmp_path / "checkpoints").exists()

@@ -32,10 +32,15 @@ def files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(registry, files):  # noqa: F811
     files["tmp"].mkdir()
-    env = {"DATAMINT_SERVING_PATH_ROOT": str(files["root"]), "TMPDIR": str(files["tmp"]),
-           "DATAMINT_MAX_REQUEST_BYTES": str(2_000_000), "DATAMINT_MAX_DECOMPRESSED_BYTES": str(16 << 20)}
-    with serve_model(f"models:/{MODEL_NAME}@champion", registry["uri"], registry["folder"] / "confined.log",
-                     env) as url:
+    env = {
+        "DATAMINT_SERVING_PATH_ROOT": str(files["root"]),
+        "TMPDIR": str(files["tmp"]),
+        "DATAMINT_MAX_REQUEST_BYTES": str(2_000_000),
+        "DATAMINT_MAX_DECOMPRESSED_BYTES": str(16 << 20),
+    }
+    with serve_model(
+        f"models:/{MODEL_NAME}@champion", registry["uri"], registry["folder"] / "confined.log", env
+    ) as url:
         yield url
 
 
@@ -58,14 +63,21 @@ def _refused(response, status: int, files, sent: str = "") -> str:
 
 def test_plain_string_paths_outside_the_root_are_refused(server, files, tmp_at_start):
     outside = files["outside"]
-    for value in (str(outside / "secret.png"), "../outside/secret.png", "link.png", "outside-dir/secret.png",
-                  str(outside), "/etc/passwd"):
+    for value in (
+        str(outside / "secret.png"),
+        "../outside/secret.png",
+        "link.png",
+        "outside-dir/secret.png",
+        str(outside),
+        "/etc/passwd",
+    ):
         message = _refused(post(server, [value], mode="image"), 400, files, value)
         assert "not inside the server's input folder" in message, (value, message)
     # The answer for a file outside the root is the same whether or not it exists.
     there, missing = str(outside / "secret.png"), str(outside / "nothing.png")
-    assert (_refused(post(server, [there], mode="image"), 400, files, there).replace(there, "X")
-            == _refused(post(server, [missing], mode="image"), 400, files, missing).replace(missing, "X"))
+    assert _refused(post(server, [there], mode="image"), 400, files, there).replace(there, "X") == _refused(
+        post(server, [missing], mode="image"), 400, files, missing
+    ).replace(missing, "X")
     for value in (there, "link.png"):  # the dict form: the same rule
         assert "not inside" in _refused(post(server, [{"path": value}], mode="image"), 400, files, value)
 

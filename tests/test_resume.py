@@ -17,11 +17,20 @@ from helpers import REPO, session_env
 
 from datamint_lightning.errors import ConfigError, TrackingError
 
-ARGS = ["recipe=liver_seg", *TINY_OVERRIDES, "data.batch_size=2", "trainer.max_epochs=4",
-        "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "packaging.enabled=false",
-        # the monitored metric peaks in the first epoch, so Lightning alone would leave last.ckpt at its end
-        "callbacks.model_checkpoint.monitor=val/scripted", "callbacks.early_stopping=null",
-        "+callbacks.scripted._target_=scripted_metric.ScriptedMetric", "+callbacks.scripted.values=[0.9,0.5,0.4,0.3]"]
+ARGS = [
+    "recipe=liver_seg",
+    *TINY_OVERRIDES,
+    "data.batch_size=2",
+    "trainer.max_epochs=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "packaging.enabled=false",
+    # the monitored metric peaks in the first epoch, so Lightning alone would leave last.ckpt at its end
+    "callbacks.model_checkpoint.monitor=val/scripted",
+    "callbacks.early_stopping=null",
+    "+callbacks.scripted._target_=scripted_metric.ScriptedMetric",
+    "+callbacks.scripted.values=[0.9,0.5,0.4,0.3]",
+]
 
 
 def _env() -> dict[str, str]:
@@ -51,8 +60,13 @@ def killed_run(tiny_demo, tmp_path_factory):
 
     output_dir = tmp_path_factory.mktemp("killed")
     log = (output_dir.parent / "killed.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "datamint_lightning", *ARGS, f"hydra.run.dir={output_dir}"],
-                               cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datamint_lightning", *ARGS, f"hydra.run.dir={output_dir}"],
+        cwd=REPO,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     client, run, per_epoch, deadline = _client(), None, None, time.monotonic() + 300
     last = output_dir / "checkpoints" / "last.ckpt"
     try:
@@ -68,8 +82,9 @@ def killed_run(tiny_demo, tmp_path_factory):
                 steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
                 if steps and max(steps) > 2 * per_epoch + 2:  # well inside the third epoch
                     break
-        assert process.poll() is None, "training ended before it could be killed: " + \
-            (output_dir.parent / "killed.log").read_text()[-3000:]
+        assert process.poll() is None, (
+            "training ended before it could be killed: " + (output_dir.parent / "killed.log").read_text()[-3000:]
+        )
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
@@ -91,8 +106,14 @@ def test_killed_run_resumes_in_the_same_run(killed_run, tmp_path):
     last = torch.load(output_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
     assert last["global_step"] == 2 * per_epoch
 
-    command = [sys.executable, "-m", "datamint_lightning", *ARGS, f"hydra.run.dir={tmp_path / 'resumed'}",
-               f"resume={run_id}"]
+    command = [
+        sys.executable,
+        "-m",
+        "datamint_lightning",
+        *ARGS,
+        f"hydra.run.dir={tmp_path / 'resumed'}",
+        f"resume={run_id}",
+    ]
     result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert run_id in result.stdout
@@ -128,8 +149,12 @@ def test_checkpoint_of_another_network_is_refused(killed_run, tmp_path):
     from datamint_lightning import UNetPPTrainer
 
     _, output_dir, _ = killed_run
-    overrides = [*TINY_OVERRIDES, "model.network.encoder_depth=4", "model.network.decoder_channels=[64,32,16,8]",
-                 f"paths.output_dir={tmp_path}"]
+    overrides = [
+        *TINY_OVERRIDES,
+        "model.network.encoder_depth=4",
+        "model.network.decoder_channels=[64,32,16,8]",
+        f"paths.output_dir={tmp_path}",
+    ]
     trainer = UNetPPTrainer(overrides=overrides, resume_from=str(output_dir / "checkpoints" / "last.ckpt"))
     with pytest.raises(ConfigError, match="does not fit this model"):
         trainer.fit()
@@ -137,8 +162,13 @@ def test_checkpoint_of_another_network_is_refused(killed_run, tmp_path):
 
 def test_interrupt_marks_the_run_killed(tiny_demo, tmp_path):
     """Ctrl+C (SIGINT) mid-training: Lightning shuts down gracefully and the run ends KILLED, not FAILED."""
-    process = subprocess.Popen([sys.executable, "-m", "datamint_lightning", *ARGS, f"hydra.run.dir={tmp_path}"],
-                               cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datamint_lightning", *ARGS, f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client, deadline = _client(), time.monotonic() + 300
     try:
         while time.monotonic() < deadline and process.poll() is None:

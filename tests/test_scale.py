@@ -33,8 +33,15 @@ def test_multirun_sweep_gives_one_run_per_job(client, tmp_path):
     import time
 
     since = int(time.time() * 1000)
-    result = run_cli("-m", "recipe=liver_seg", *TINY_OVERRIDES, "model.lr=1e-3,3e-4", "packaging.register=false",
-                     f"hydra.sweep.dir={tmp_path}", env=session_env())
+    result = run_cli(
+        "-m",
+        "recipe=liver_seg",
+        *TINY_OVERRIDES,
+        "model.lr=1e-3,3e-4",
+        "packaging.register=false",
+        f"hydra.sweep.dir={tmp_path}",
+        env=session_env(),
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     [parent] = [r for r in _runs(client, since) if r.data.tags.get("datamint.sweep") == "parent"]
     runs = [r for r in _runs(client, since) if r.info.run_id != parent.info.run_id]
@@ -50,9 +57,17 @@ def test_ddp_two_processes_share_one_run(client, tmp_path):
     import time
 
     since = int(time.time() * 1000)
-    result = run_cli("recipe=liver_seg", *TINY_OVERRIDES, "trainer.max_epochs=2", "trainer.accelerator=cpu",
-                     "trainer.devices=2", "trainer.strategy=ddp_find_unused_parameters_true",
-                     "packaging.registered_model_name=ddp-liver", f"hydra.run.dir={tmp_path}", env=session_env())
+    result = run_cli(
+        "recipe=liver_seg",
+        *TINY_OVERRIDES,
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp_find_unused_parameters_true",
+        "packaging.registered_model_name=ddp-liver",
+        f"hydra.run.dir={tmp_path}",
+        env=session_env(),
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "GLOBAL_RANK: 1" in result.stdout + result.stderr
     runs = _runs(client, since)

@@ -51,5 +51,11 @@ def test_per_volume_scores_average_over_volumes():
     volume1 = 2 * 1 / (24 + 1)
     assert result["val/dice_liver"].item() == pytest.approx((2 / 3 + volume1) / 2, abs=1e-4)
     assert result["val/dice_spleen"].item() == 0.0  # missed in volume 0, absent from volume 1
-    assert set(result) == {"val/dice", "val/dice_liver", "val/dice_spleen", "val/iou", "val/iou_liver",
-                           "val/iou_spleen"}
+    assert set(result) == {
+        "val/dice",
+        "val/dice_liver",
+        "val/dice_spleen",
+        "val/iou",
+        "val/iou_liver",
+        "val/iou_spleen",
+    }

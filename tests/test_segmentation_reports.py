@@ -17,8 +17,13 @@ from datamint_lightning.training.callbacks.class_table import PerClassMetricsTab
 from datamint_lightning.training.callbacks.overlays import PALETTE, SegmentationOverlays, overlay
 from datamint_lightning.training.segmentation_module import SegmentationModule
 
-NETWORK = {"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 4],
-           "encoder_weights": None}
+NETWORK = {
+    "arch": "Unet",
+    "encoder_name": "resnet18",
+    "encoder_depth": 3,
+    "decoder_channels": [16, 8, 4],
+    "encoder_weights": None,
+}
 
 
 def squares(count: int, seed: int) -> list[dict]:
@@ -29,7 +34,7 @@ def squares(count: int, seed: int) -> list[dict]:
         image = rng.normal(0.2, 0.05, (32, 32)).astype(np.float32)
         label = np.zeros((32, 32), np.int64)
         side = 4 + 2 * index
-        label[4:4 + side, 4:4 + side] = 1
+        label[4 : 4 + side, 4 : 4 + side] = 1
         label[24:28, 8:24] = 2
         image[label == 1], image[label == 2] = 0.9, 0.6
         items.append({"image": torch.from_numpy(image)[None], "label": torch.from_numpy(label)[None]})
@@ -42,8 +47,11 @@ def reported(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("reports")
     # the session's store (created once for the whole suite), a run of its own
-    logger = MLFlowLogger(experiment_name="segmentation-reports", tracking_uri=embedded_tracking_uri(),
-                          artifact_location=(folder / "artifacts").as_uri())
+    logger = MLFlowLogger(
+        experiment_name="segmentation-reports",
+        tracking_uri=embedded_tracking_uri(),
+        artifact_location=(folder / "artifacts").as_uri(),
+    )
     torch.manual_seed(0)
     module = SegmentationModule(NETWORK, ["organ", "bar"], lr=1e-2)
     val = squares(3, seed=1)
@@ -53,12 +61,22 @@ def reported(tmp_path_factory):
         def on_validation_epoch_end(self, trainer, pl_module):
             steps.append(trainer.global_step)
 
-    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=logger, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        log_every_n_steps=1, callbacks=[SegmentationOverlays(every_n_epochs=2, max_images=2),
-                                                        PerClassMetricsTable(), Steps()])
-    trainer.fit(module, torch.utils.data.DataLoader(squares(4, seed=0), batch_size=2),
-                torch.utils.data.DataLoader(val, batch_size=2))
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        callbacks=[SegmentationOverlays(every_n_epochs=2, max_images=2), PerClassMetricsTable(), Steps()],
+    )
+    trainer.fit(
+        module,
+        torch.utils.data.DataLoader(squares(4, seed=0), batch_size=2),
+        torch.utils.data.DataLoader(val, batch_size=2),
+    )
     trainer.test(module, torch.utils.data.DataLoader(val, batch_size=3), verbose=False)
     return logger.experiment, logger.run_id, steps, val, trainer, folder
 
@@ -80,7 +98,7 @@ def test_overlay_grid_shows_image_truth_and_prediction(reported, tmp_path):
     side = 32 * 6  # 32 px items enlarged to 192
     assert grid.shape == (2 * side + 2, 3 * side + 4, 3)  # 2 items x (image | truth | prediction)
     top = grid[:side]
-    plain, truth_panel = top[:, :side], top[:, side + 2:2 * side + 2]
+    plain, truth_panel = top[:, :side], top[:, side + 2 : 2 * side + 2]
     # the first row is the item with the most labelled pixels (the largest square), tinted where it is labelled
     label = np.kron(val[2]["label"][0].numpy(), np.ones((6, 6), np.int64))
     np.testing.assert_array_equal((truth_panel != plain).any(axis=-1), label > 0)

@@ -3,11 +3,10 @@ server that disappears mid-training and comes back (records replayed at the end 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import lightning as L
 import mlflow
@@ -30,8 +29,15 @@ def server(tmp_path_factory):
 
 
 def _overrides(tmp_path: Path, *extra: str) -> list[str]:
-    return [*TINY_OVERRIDES, "trainer.limit_val_batches=2", "tracking.retry_interval=1", "packaging.register_smoke_runs=true",
-            "packaging.registered_model_name=server-test", f"paths.output_dir={tmp_path}", *extra]
+    return [
+        *TINY_OVERRIDES,
+        "trainer.limit_val_batches=2",
+        "tracking.retry_interval=1",
+        "packaging.register_smoke_runs=true",
+        "packaging.registered_model_name=server-test",
+        f"paths.output_dir={tmp_path}",
+        *extra,
+    ]
 
 
 def test_whole_flow_against_a_server(tiny_demo, server, tmp_path):
@@ -98,11 +104,20 @@ def test_credentials_in_tracking_uris_leak_nowhere(tiny_demo, server, tmp_path):
 
     host = server.uri.removeprefix("http://")
     run_dir = tmp_path / "run"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
-           "MLFLOW_TRACKING_URI": f"http://envuser:ENVSECRET42@{host}"}
-    command = [sys.executable, "-m", "datamint_lightning", "recipe=liver_seg", *_overrides(run_dir),
-               f"tracking.uri=http://cfguser:CFGSECRET42@{host}", f"hydra.run.dir={run_dir}",
-               "packaging.registered_model_name=secret-test"]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+        "MLFLOW_TRACKING_URI": f"http://envuser:ENVSECRET42@{host}",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "datamint_lightning",
+        "recipe=liver_seg",
+        *_overrides(run_dir),
+        f"tracking.uri=http://cfguser:CFGSECRET42@{host}",
+        f"hydra.run.dir={run_dir}",
+        "packaging.registered_model_name=secret-test",
+    ]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -112,11 +127,17 @@ def test_credentials_in_tracking_uris_leak_nowhere(tiny_demo, server, tmp_path):
     leaked = [str(p) for p in run_dir.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in secrets)]
     assert not leaked, leaked
     client = mlflow.MlflowClient(server.uri)
-    run = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                             f"tags.output_dir = '{run_dir}'")[0]
+    run = client.search_runs([e.experiment_id for e in client.search_experiments()], f"tags.output_dir = '{run_dir}'")[
+        0
+    ]
     assert not [s for s in secrets if s in str(run.data.params) + str(run.data.tags)]
-    downloaded = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, tracking_uri=server.uri,
-                                                          dst_path=str(tmp_path / "artifacts")))
-    leaked = [str(p) for p in downloaded.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in secrets)]
+    downloaded = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, tracking_uri=server.uri, dst_path=str(tmp_path / "artifacts")
+        )
+    )
+    leaked = [
+        str(p) for p in downloaded.rglob("*") if p.is_file() and any(s.encode() in p.read_bytes() for s in secrets)
+    ]
     assert not leaked, leaked
     assert run.data.params["tracking.uri"] == f"http://***:***@{host}"

@@ -8,7 +8,8 @@ from PIL import Image
 
 from datamint_lightning.errors import PredictionError
 from datamint_lightning.serving.inputs import ImageInput
-from datamint_lightning.serving.rest import PATH_ROOT_ENV, load_request_item
+from datamint_lightning.serving.path_policy import PATH_ROOT_ENV
+from datamint_lightning.serving.rest import load_request_item
 
 
 def test_path_inputs_are_refused_without_a_root(tmp_path, monkeypatch):

@@ -19,23 +19,36 @@ def registry(tmp_path_factory):
     """A real sqlite tracking/registry store holding the packaged 2D model as ``models:/<name>@champion``."""
     import mlflow
     from mlflow import MlflowClient
-
-    from datamint_lightning.packaging.segmentation import log_segmentation_model
     from model_factories import TINY_2D_NETWORK, tiny_2d_network
+
     from datamint_lightning.data.preprocessing import Preprocessing
+    from datamint_lightning.packaging.segmentation import log_segmentation_model
 
     folder = tmp_path_factory.mktemp("registry")
     with tracking_store(folder) as uri:
         network, preprocessing = tiny_2d_network(), Preprocessing(image_size=64)
         examples = [np.random.default_rng(i).normal(40, 80, (48, 56)).astype(np.float32) for i in range(2)]
         experiment_id = MlflowClient().create_experiment(  # not set_experiment: no global state
-            "serving-test", artifact_location=(folder / "artifacts").as_uri())
+            "serving-test", artifact_location=(folder / "artifacts").as_uri()
+        )
         with mlflow.start_run(experiment_id=experiment_id) as run:
-            packaged = log_segmentation_model(network, TINY_2D_NETWORK, ["liver"], preprocessing, run.info.run_id,
-                                              examples, registered_model_name=MODEL_NAME)
+            packaged = log_segmentation_model(
+                network,
+                TINY_2D_NETWORK,
+                ["liver"],
+                preprocessing,
+                run.info.run_id,
+                examples,
+                registered_model_name=MODEL_NAME,
+            )
         MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", packaged.registered_model_version)
-        yield {"uri": uri, "folder": folder, "network": network, "preprocessing": preprocessing,
-               "model_uri": packaged.model_uri}
+        yield {
+            "uri": uri,
+            "folder": folder,
+            "network": network,
+            "preprocessing": preprocessing,
+            "model_uri": packaged.model_uri,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +88,12 @@ def test_images_over_rest_equal_local_predictions(registry, server):
 
 def test_volume_over_rest_with_slice_params(registry, server):
     volume = np.random.default_rng(6).normal(40, 90, (5, 32, 40)).astype(np.float32)
-    item = {"array_b64": base64.b64encode(volume.astype("<f4").tobytes()).decode(), "dtype": "float32",
-            "shape": list(volume.shape), "spacing": [3.0, 0.7, 0.7]}
+    item = {
+        "array_b64": base64.b64encode(volume.astype("<f4").tobytes()).decode(),
+        "dtype": "float32",
+        "shape": list(volume.shape),
+        "spacing": [3.0, 0.7, 0.7],
+    }
     response = post(server, [item], mode="slice", slice_index=2, axis=1, threshold=0.3)
     assert response.status_code == 200, response.text
     annotation = response.json()["predictions"][0][0]
@@ -87,14 +104,20 @@ def test_volume_over_rest_with_slice_params(registry, server):
     assert decode_mask(whole["mask"]).shape == volume.shape
 
 
-@pytest.mark.parametrize("inputs, params, message", [
-    ([{"data": base64.b64encode(b"garbage").decode(), "mime_type": "image/png"}], {}, "Cannot read image file"),
-    ([{"array": [[[[1.0]]]]}], {}, "expected (H, W) for an image or (Z, H, W)"),
-    ([{"array": [[1.0, 2.0], [3.0, 4.0]]}], {"mode": "teleport"}, "supported modes: ['default', 'image'"),
-    ([{"array": np.zeros((3, 8, 8)).tolist()}], {"mode": "slice", "slice_index": 3},
-     "slice_index=3 is out of range"),
-    ([{"array": np.zeros((3, 8, 8)).tolist()}], {"mode": "slice"}, "needs the param(s) ['slice_index']"),
-])
+@pytest.mark.parametrize(
+    "inputs, params, message",
+    [
+        ([{"data": base64.b64encode(b"garbage").decode(), "mime_type": "image/png"}], {}, "Cannot read image file"),
+        ([{"array": [[[[1.0]]]]}], {}, "expected (H, W) for an image or (Z, H, W)"),
+        ([{"array": [[1.0, 2.0], [3.0, 4.0]]}], {"mode": "teleport"}, "supported modes: ['default', 'image'"),
+        (
+            [{"array": np.zeros((3, 8, 8)).tolist()}],
+            {"mode": "slice", "slice_index": 3},
+            "slice_index=3 is out of range",
+        ),
+        ([{"array": np.zeros((3, 8, 8)).tolist()}], {"mode": "slice"}, "needs the param(s) ['slice_index']"),
+    ],
+)
 def test_bad_requests_are_400_and_the_server_keeps_serving(server, inputs, params, message):
     response = post(server, inputs, **params)
     assert response.status_code == 400, response.text

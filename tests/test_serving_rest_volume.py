@@ -19,11 +19,11 @@ def registry(tmp_path_factory):
     """A real sqlite registry holding a tiny ``DatamintVolumeSegmentationModel`` as ``models:/<name>@champion``."""
     import mlflow
     from mlflow import MlflowClient
+    from model_factories import TINY_3D_NETWORK, TINY_3D_SETTINGS, tiny_3d_network
 
     from datamint_lightning.packaging.flavor import default_pip_requirements, log_model
     from datamint_lightning.packaging.packager import request_example, segmentation_specs
     from datamint_lightning.packaging.volume_segmentation import volume_segmentation_artifacts
-    from model_factories import TINY_3D_NETWORK, TINY_3D_SETTINGS, tiny_3d_network
     from datamint_lightning.serving.volume_model import DatamintVolumeSegmentationModel
 
     folder = tmp_path_factory.mktemp("registry_volume")
@@ -31,13 +31,20 @@ def registry(tmp_path_factory):
         network = tiny_3d_network()
         example = request_example(np.zeros((8, 32, 32), np.float32), {"mode": "volume"}, max_side=32)
         experiment_id = MlflowClient().create_experiment(  # not set_experiment: no global state
-            "serving-volume-test", artifact_location=(folder / "artifacts").as_uri())
+            "serving-volume-test", artifact_location=(folder / "artifacts").as_uri()
+        )
         with mlflow.start_run(experiment_id=experiment_id) as run:
             artifacts = volume_segmentation_artifacts(folder, network, TINY_3D_NETWORK, ["liver"], TINY_3D_SETTINGS)
-            info = log_model(DatamintVolumeSegmentationModel, artifacts=artifacts,
-                             annotation_specs=segmentation_specs(["liver"], "volume"), model_settings=TINY_3D_SETTINGS,
-                             pip_requirements=default_pip_requirements(("monai",)), run_id=run.info.run_id,
-                             registered_model_name=MODEL_NAME, input_example=example)
+            info = log_model(
+                DatamintVolumeSegmentationModel,
+                artifacts=artifacts,
+                annotation_specs=segmentation_specs(["liver"], "volume"),
+                model_settings=TINY_3D_SETTINGS,
+                pip_requirements=default_pip_requirements(("monai",)),
+                run_id=run.info.run_id,
+                registered_model_name=MODEL_NAME,
+                input_example=example,
+            )
         MlflowClient().set_registered_model_alias(MODEL_NAME, "champion", str(info.registered_model_version))
         yield {"uri": uri, "folder": folder, "model_uri": info.model_uri}
 
@@ -56,7 +63,7 @@ def local(registry):
 
 
 def volume(shape=(12, 40, 36), seed=0) -> np.ndarray:
-    z, y, x = np.mgrid[:shape[0], :shape[1], :shape[2]]
+    z, y, x = np.mgrid[: shape[0], : shape[1], : shape[2]]
     blob = ((y - shape[1] / 2) ** 2 + (x - shape[2] / 2) ** 2 < 80) * 200.0
     return (blob + np.random.default_rng(seed).normal(0, 60, shape) + z).astype(np.int16)
 
@@ -68,8 +75,12 @@ def liver_mask(answer: list[dict]) -> np.ndarray:
 
 def test_array_b64_volume_equals_local_prediction(server, local):
     data = volume()
-    item = {"array_b64": base64.b64encode(data.astype("<i2").tobytes()).decode(), "dtype": "int16",
-            "shape": list(data.shape), "spacing": [3.0, 0.8, 0.8]}  # not the model's (2, 1, 1): resampled
+    item = {
+        "array_b64": base64.b64encode(data.astype("<i2").tobytes()).decode(),
+        "dtype": "int16",
+        "shape": list(data.shape),
+        "spacing": [3.0, 0.8, 0.8],
+    }  # not the model's (2, 1, 1): resampled
     response = post(server, [item], mode="volume")
     assert response.status_code == 200, response.text
     answer = response.json()["predictions"][0]

@@ -50,8 +50,19 @@ def run(model, inputs, **params):
 
 def test_enums_have_the_sdk_values():
     assert [m.value for m in PredictionMode] == [
-        "default", "image", "frame", "frame_range", "all_frames", "temporal_sequence", "slice", "slice_range",
-        "primary_slice", "volume", "interactive", "few_shot"]
+        "default",
+        "image",
+        "frame",
+        "frame_range",
+        "all_frames",
+        "temporal_sequence",
+        "slice",
+        "slice_range",
+        "primary_slice",
+        "volume",
+        "interactive",
+        "few_shot",
+    ]
     assert len(TaskType) == 12 and TaskType("volume_segmentation") is TaskType.VOLUME_SEGMENTATION
     assert TaskType.IMAGE_SEGMENTATION == "image_segmentation" and str(PredictionMode.SLICE) == "slice"
 
@@ -70,7 +81,8 @@ def test_router_api_as_documented():
     assert registry[PredictionMode.IMAGE][1].param_keys == ("batch_size",)  # convention-named: its signature
     router = PredictionRouter(model, BaseDatamintModel)
     assert router.dispatch([np.zeros((2, 2))], {"mode": "slice", "slice_index": 0, "junk": 1}) == [
-        [{"handler": "slice", "slice_index": 0, "axis": 0}]]
+        [{"handler": "slice", "slice_index": 0, "axis": 0}]
+    ]
 
     class VolumeOnly(BaseDatamintModel):
         def predict_default(self, inputs, **params):
@@ -93,8 +105,10 @@ def test_router_api_as_documented():
 def test_default_mode_routes_images_to_the_image_handler():
     assert run(EchoModel(), [np.zeros((4, 4))], batch_size=2) == [[{"handler": "image", "batch_size": 2}]]
     # volumes: no volume handler, so default (which accepts any param)
-    assert run(EchoModel(), [np.zeros((2, 4, 4))], batch_size=2)[0][0] == {"handler": "default",
-                                                                         "params": {"batch_size": 2}}
+    assert run(EchoModel(), [np.zeros((2, 4, 4))], batch_size=2)[0][0] == {
+        "handler": "default",
+        "params": {"batch_size": 2},
+    }
 
 
 def test_param_keys_filter_params_and_none_means_absent():

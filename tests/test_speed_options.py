@@ -30,8 +30,15 @@ class Net(L.LightningModule):
 
 
 def _fit(module, speed):
-    trainer = L.Trainer(max_steps=2, callbacks=[speed], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer = L.Trainer(
+        max_steps=2,
+        callbacks=[speed],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.fit(module)
@@ -70,15 +77,25 @@ def test_bf16_on_a_cpu_trains_in_bf16_where_native_and_falls_back_to_float32_oth
     def fit(native: bool):
         monkeypatch.setattr(speed_module, "_cpu_bf16", lambda: native)
         module, speed = AutocastProbe(2), SpeedOptions()
-        trainer = L.Trainer(max_steps=2, callbacks=[speed], logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                            precision="bf16-mixed")
+        trainer = L.Trainer(
+            max_steps=2,
+            callbacks=[speed],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            accelerator="cpu",
+            precision="bf16-mixed",
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             trainer.fit(module)
         assert trainer.global_step == 2
-        return module.computed_in, speed.applied["precision"], \
-            [str(w.message) for w in caught if "trainer.precision" in str(w.message)]
+        return (
+            module.computed_in,
+            speed.applied["precision"],
+            [str(w.message) for w in caught if "trainer.precision" in str(w.message)],
+        )
 
     assert fit(True) == (torch.bfloat16, "bf16-mixed", [])
     dtype, applied, messages = fit(False)

@@ -18,8 +18,9 @@ FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    return make_project(ProjectStore(tmp_path_factory.mktemp("store")), "Split Study", patients=10,
-                        volumes_per_patient=2)
+    return make_project(
+        ProjectStore(tmp_path_factory.mktemp("store")), "Split Study", patients=10, volumes_per_patient=2
+    )
 
 
 def test_fraction_split_is_seeded_grouped_and_persisted(project):
@@ -49,8 +50,10 @@ def test_concurrent_writers_agree(project):
 
 def test_grown_project_keeps_earlier_assignments(project):
     before = resolve_split(project, FRACTIONS, seed=11)
-    extra = tuple(Resource(id=f"NEW{i}", patient_id=f"NEW{i}", modality="CT", kind="volume",
-                           image=project.resources[0].image) for i in range(30))
+    extra = tuple(
+        Resource(id=f"NEW{i}", patient_id=f"NEW{i}", modality="CT", kind="volume", image=project.resources[0].image)
+        for i in range(30)
+    )
     grown = dataclasses.replace(project, resources=project.resources + extra)
     after = resolve_split(grown, FRACTIONS, seed=11)
     assert {p: after[p] for p in before} == before
@@ -75,12 +78,15 @@ def test_pinned_lists_and_file(project, tmp_path):
     assert resolve_split(project, as_file, seed=123) == pinned
 
 
-@pytest.mark.parametrize("lists, message", [
-    ({"train": ["P00"], "val": ["P00"]}, "both"),
-    ({"train": ["P00", "NOBODY"]}, "NOBODY"),
-    ({"train": ["P00"]}, "without a split"),
-    ({"holdout": ["P00"]}, "holdout"),
-])
+@pytest.mark.parametrize(
+    "lists, message",
+    [
+        ({"train": ["P00"], "val": ["P00"]}, "both"),
+        ({"train": ["P00", "NOBODY"]}, "NOBODY"),
+        ({"train": ["P00"]}, "without a split"),
+        ({"holdout": ["P00"]}, "holdout"),
+    ],
+)
 def test_pinned_errors_name_the_problem(project, lists, message):
     with pytest.raises((DataError, ConfigError), match=message):
         resolve_split(project, lists, seed=0)

@@ -24,8 +24,16 @@ def store(tmp_path):
 
 
 def _datamodule(store, tmp_path, **options):
-    return DatamintDataModule("Streamed", labels=["liver"], image_size=32, split={"train": 2 / 3, "val": 1 / 3},
-                              store_dir=str(store.root), cache_dir=str(tmp_path / "cache"), augment=False, **options)
+    return DatamintDataModule(
+        "Streamed",
+        labels=["liver"],
+        image_size=32,
+        split={"train": 2 / 3, "val": 1 / 3},
+        store_dir=str(store.root),
+        cache_dir=str(tmp_path / "cache"),
+        augment=False,
+        **options,
+    )
 
 
 def test_datasets_hold_no_pixels_and_read_the_cached_rows(store, tmp_path):

@@ -11,15 +11,24 @@ from conftest import TINY_OVERRIDES
 from helpers import run_cli
 
 from datamint_lightning.config import compose_config
-from datamint_lightning.tracking.sweep_callback import PARENT_RUN_ENV, SweepParentRun
 from datamint_lightning.tracking.session import RunPlan, TrackedRun
+from datamint_lightning.tracking.sweep_callback import PARENT_RUN_ENV, SweepParentRun
 
 
 def child_run(uri: str, project, output_dir) -> TrackedRun:
     """A training's run as TrackedRun opens it (in the project's experiment, under the sweep's parent)."""
-    plan = RunPlan(tracking_uri=uri, experiment_name=project.name, project_id=project.id, project_name=project.name,
-                   run_name=None, task="UNetPPTrainer", output_dir=str(output_dir), config={}, config_yaml="",
-                   overrides=[])
+    plan = RunPlan(
+        tracking_uri=uri,
+        experiment_name=project.name,
+        project_id=project.id,
+        project_name=project.name,
+        run_name=None,
+        task="UNetPPTrainer",
+        output_dir=str(output_dir),
+        config={},
+        config_yaml="",
+        overrides=[],
+    )
     return TrackedRun(plan)
 
 
@@ -54,15 +63,30 @@ def test_children_are_nested_and_compared_with_the_best_tagged(tiny_demo, tmp_pa
 @pytest.mark.slow
 def test_cli_multirun_groups_the_jobs_under_one_parent(tiny_demo, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = run_cli("-m", "recipe=liver_seg", *TINY_OVERRIDES, "packaging.enabled=false", f"tracking.uri={uri}",
-                     "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "model.lr=0.001,0.002",
-                     f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=900)
+    result = run_cli(
+        "-m",
+        "recipe=liver_seg",
+        *TINY_OVERRIDES,
+        "packaging.enabled=false",
+        f"tracking.uri={uri}",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "model.lr=0.001,0.002",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = mlflow.MlflowClient(uri)
-    [parent] = [r for e in client.search_experiments()
-                for r in client.search_runs([e.experiment_id], "tags.`datamint.sweep` = 'parent'")]
-    children = [r for e in client.search_experiments() for r in client.search_runs(
-        [e.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")]
+    [parent] = [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id], "tags.`datamint.sweep` = 'parent'")
+    ]
+    children = [
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    ]
     assert len(children) == 2 and parent.info.status == "FINISHED"
     assert {c.data.params["model.lr"] for c in children} == {"0.001", "0.002"}
     assert "sweep_comparison.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}

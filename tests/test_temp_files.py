@@ -42,8 +42,9 @@ def test_packaging_against_a_tracking_server_leaves_no_temp_files(server, tmp_pa
         mlflow.set_tracking_uri(server.uri)
         monkeypatch.setattr(tempfile, "tempdir", str(fresh))  # every mkdtemp of this process lands here
         try:
-            packaged = log_segmentation_model(tiny_2d_network(), TINY_2D_NETWORK, ["liver"],
-                                              Preprocessing(image_size=64), run_id, examples)
+            packaged = log_segmentation_model(
+                tiny_2d_network(), TINY_2D_NETWORK, ["liver"], Preprocessing(image_size=64), run_id, examples
+            )
             with reloaded_model(packaged.model_uri, device="cpu") as model:  # the gate's check of the package
                 assert len(model.predict(examples)) == 2
         finally:

@@ -18,11 +18,26 @@ pytestmark = pytest.mark.slow
 def test_two_trainings_share_the_embedded_store(tiny_demo, tmp_path):
     outputs = [tmp_path / "a", tmp_path / "b"]
     env = session_env()  # other tests may leak MLFLOW_* variables
-    processes = [subprocess.Popen(
-        [sys.executable, "-m", "datamint_lightning", "recipe=liver_seg", *TINY_OVERRIDES, "trainer.max_epochs=2",
-         "packaging.registered_model_name=concurrent", f"hydra.run.dir={out}"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for out in outputs]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "datamint_lightning",
+                "recipe=liver_seg",
+                *TINY_OVERRIDES,
+                "trainer.max_epochs=2",
+                "packaging.registered_model_name=concurrent",
+                f"hydra.run.dir={out}",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for out in outputs
+    ]
     logs = [p.communicate(timeout=600)[0] for p in processes]
     for process, log in zip(processes, logs):
         assert process.returncode == 0, log[-4000:]
@@ -36,8 +51,9 @@ def test_two_trainings_share_the_embedded_store(tiny_demo, tmp_path):
         assert len({m.step for m in client.get_metric_history(run.info.run_id, "val/dice")}) == 2
         assert {"test/dice", "test/loss"} <= set(run.data.metrics)
         assert "config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert run.data.tags["checkpoint.last"] in {a.path for a in client.list_artifacts(run.info.run_id,
-                                                                                           "checkpoints")}
+        assert run.data.tags["checkpoint.last"] in {
+            a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")
+        }
         assert not (out / "mlflow_journal.jsonl").exists()
     versions = client.search_model_versions("name='concurrent'")
     assert sorted(int(v.version) for v in versions) == [1, 2]

@@ -48,9 +48,11 @@ def test_ensure_configured_names_what_is_missing(clean_env):
 
 
 def test_ensure_configured_without_anything_lists_both():
-    code = ("import os\nfor k in ('MLFLOW_TRACKING_URI','DATAMINT_PROJECT_ID','DATAMINT_PROJECT_NAME'): "
-            "os.environ.pop(k, None)\nfrom datamint_lightning.tracking.mlflow_setup import ensure_mlflow_configured\n"
-            "try:\n    ensure_mlflow_configured()\nexcept ValueError as e:\n    print(e)\n")
+    code = (
+        "import os\nfor k in ('MLFLOW_TRACKING_URI','DATAMINT_PROJECT_ID','DATAMINT_PROJECT_NAME'): "
+        "os.environ.pop(k, None)\nfrom datamint_lightning.tracking.mlflow_setup import ensure_mlflow_configured\n"
+        "try:\n    ensure_mlflow_configured()\nexcept ValueError as e:\n    print(e)\n"
+    )
     result = run_python(code)
     assert "MLFLOW_TRACKING_URI" in result.stdout and "DATAMINT_PROJECT_NAME" in result.stdout, result.stderr
 
@@ -66,9 +68,11 @@ def test_set_project_accepts_a_store_name(clean_env, tiny_demo):
 def test_plain_start_run_lands_in_the_active_project_experiment(tmp_path):
     """The entry point is discovered by MLflow itself, in a fresh process (no import of our package)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = ("import mlflow, json\nwith mlflow.start_run() as run:\n    mlflow.log_metric('m', 1.0)\n"
-            "e = mlflow.get_experiment(run.info.experiment_id)\n"
-            "print(json.dumps({'name': e.name, 'tags': e.tags}))\n")
+    code = (
+        "import mlflow, json\nwith mlflow.start_run() as run:\n    mlflow.log_metric('m', 1.0)\n"
+        "e = mlflow.get_experiment(run.info.experiment_id)\n"
+        "print(json.dumps({'name': e.name, 'tags': e.tags}))\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # other tests may leak some
     env |= {"MLFLOW_TRACKING_URI": uri, "DATAMINT_PROJECT_ID": "p-123", "DATAMINT_PROJECT_NAME": "Lung CT"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -80,8 +84,10 @@ def test_plain_start_run_lands_in_the_active_project_experiment(tmp_path):
 
 
 def test_importing_the_package_changes_nothing_in_mlflow():
-    code = ("import os, sys\nos.environ.pop('MLFLOW_TRACKING_URI', None)\nimport datamint_lightning\nassert 'mlflow' not in sys.modules, 'mlflow imported eagerly'\n"
-            "import mlflow\nprint(mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri())\n")
+    code = (
+        "import os, sys\nos.environ.pop('MLFLOW_TRACKING_URI', None)\nimport datamint_lightning\nassert 'mlflow' not in sys.modules, 'mlflow imported eagerly'\n"
+        "import mlflow\nprint(mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri())\n"
+    )
     result = run_python(code)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("False"), result.stdout
@@ -99,8 +105,10 @@ def test_unreachable_server_fails_fast():
 
 
 def test_secrets_are_redacted():
-    assert redact("https://bob:hunter2@mlflow.example.com/?token=abc&x=1") == \
-        "https://bob:***@mlflow.example.com/?token=***&x=1"
+    assert (
+        redact("https://bob:hunter2@mlflow.example.com/?token=abc&x=1")
+        == "https://bob:***@mlflow.example.com/?token=***&x=1"
+    )
     assert redact("sqlite:////abs/path/mlflow.db") == "sqlite:////abs/path/mlflow.db"
 
 

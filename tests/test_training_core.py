@@ -13,8 +13,13 @@ from helpers import session_store_uri
 from datamint_lightning.errors import ConfigError, DataError, NonFiniteLossError, PackagingError
 from datamint_lightning.training.segmentation_trainer import UNetPPTrainer
 
-QUICK = [*TINY_OVERRIDES, "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "trainer.limit_test_batches=1", "packaging.register_smoke_runs=true"]
+QUICK = [
+    *TINY_OVERRIDES,
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "packaging.register_smoke_runs=true",
+]
 
 
 def client() -> mlflow.MlflowClient:
@@ -33,19 +38,25 @@ def run_of(output_dir) -> object:
 
 
 # ---- 1. nothing that can be checked without a run creates one ------------------------------------------------
-@pytest.mark.parametrize("override, error, message", [
-    ("data.split={train: [PHANTOM-000, PHANTOM-001, PHANTOM-002, PHANTOM-003, PHANTOM-004]}", DataError,
-     "val split"),
-    ("model.lr=-1", ConfigError, "model.lr=-1"),
-    ("trainer.max_epochs=0", ConfigError, "max_epochs=0"),
-    ("trainer.max_epochs=-3", ConfigError, "max_epochs=-3"),
-    ("data.split={train: 0.5, val: 0.2, test: 0.1}", ConfigError, "sum to 1"),
-    ("data.image_size=100", ConfigError, "multiple of 32"),
-    ("data.labels=[pancreas]", Exception, "pancreas"),
-    ("trainer.accelerator=gpu", ConfigError, "no CUDA GPU"),
-    ("packaging.registered_model_name='a/b'", ConfigError, "registered_model_name"),
-    ("resume=ffffffffffffffffffffffffffffffff", Exception, "no run"),
-])
+@pytest.mark.parametrize(
+    "override, error, message",
+    [
+        (
+            "data.split={train: [PHANTOM-000, PHANTOM-001, PHANTOM-002, PHANTOM-003, PHANTOM-004]}",
+            DataError,
+            "val split",
+        ),
+        ("model.lr=-1", ConfigError, "model.lr=-1"),
+        ("trainer.max_epochs=0", ConfigError, "max_epochs=0"),
+        ("trainer.max_epochs=-3", ConfigError, "max_epochs=-3"),
+        ("data.split={train: 0.5, val: 0.2, test: 0.1}", ConfigError, "sum to 1"),
+        ("data.image_size=100", ConfigError, "multiple of 32"),
+        ("data.labels=[pancreas]", Exception, "pancreas"),
+        ("trainer.accelerator=gpu", ConfigError, "no CUDA GPU"),
+        ("packaging.registered_model_name='a/b'", ConfigError, "registered_model_name"),
+        ("resume=ffffffffffffffffffffffffffffffff", Exception, "no run"),
+    ],
+)
 def test_config_errors_fail_before_any_run_exists(tiny_demo, tmp_path, override, error, message):
     before = len(all_runs())
     trainer = UNetPPTrainer(overrides=[*QUICK, override, f"paths.output_dir={tmp_path}"])
@@ -112,8 +123,15 @@ def test_a_failure_at_any_stage_ends_the_run_failed_with_the_error(tiny_demo, tm
 # ---- 4. non-finite training never yields a model -------------------------------------------------------------
 def test_nan_training_stops_at_once_and_registers_nothing(tiny_demo, tmp_path):
     name = "nan-model"
-    trainer = UNetPPTrainer(overrides=[*TINY_OVERRIDES, "model.lr=1e30", "trainer.max_epochs=3",
-                                       f"packaging.registered_model_name={name}", f"paths.output_dir={tmp_path}"])
+    trainer = UNetPPTrainer(
+        overrides=[
+            *TINY_OVERRIDES,
+            "model.lr=1e30",
+            "trainer.max_epochs=3",
+            f"packaging.registered_model_name={name}",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     with pytest.raises(NonFiniteLossError, match=r"at step \d+"):
         trainer.fit()
     run = run_of(tmp_path)
@@ -147,10 +165,16 @@ def test_the_gate_refuses_non_finite_weights(tiny_demo, tmp_path):
 def best_not_last(tiny_demo, tmp_path_factory):
     """Three epochs whose scripted monitored metric peaks in epoch 2 of 3."""
     output_dir = tmp_path_factory.mktemp("best_not_last")
-    overrides = [*TINY_OVERRIDES, "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=val/scripted",
-                 "callbacks.early_stopping=null", "+callbacks.scripted._target_=scripted_metric.ScriptedMetric",
-                 "+callbacks.scripted.values=[0.2,0.9,0.5]", "packaging.registered_model_name=best-not-last",
-                 f"paths.output_dir={output_dir}"]
+    overrides = [
+        *TINY_OVERRIDES,
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.monitor=val/scripted",
+        "callbacks.early_stopping=null",
+        "+callbacks.scripted._target_=scripted_metric.ScriptedMetric",
+        "+callbacks.scripted.values=[0.2,0.9,0.5]",
+        "packaging.registered_model_name=best-not-last",
+        f"paths.output_dir={output_dir}",
+    ]
     results = UNetPPTrainer(overrides=overrides).fit()
     return results, output_dir
 
@@ -165,8 +189,8 @@ def test_the_best_checkpoint_is_packaged_not_the_last(best_not_last):
     assert best["epoch"] == 1 and last["epoch"] == 2  # the scripted metric peaked in the second epoch
     model_dir = client().get_logged_model(results["model_id"]).artifact_location
     packaged = load_file(next(Path(model_dir.removeprefix("file://")).rglob("weights.safetensors")))
-    best_net = {k[len("net."):]: v for k, v in best["state_dict"].items() if k.startswith("net.")}
-    last_net = {k[len("net."):]: v for k, v in last["state_dict"].items() if k.startswith("net.")}
+    best_net = {k[len("net.") :]: v for k, v in best["state_dict"].items() if k.startswith("net.")}
+    last_net = {k[len("net.") :]: v for k, v in last["state_dict"].items() if k.startswith("net.")}
     assert all(torch.equal(packaged[k], best_net[k]) for k in packaged)
     assert not all(torch.equal(packaged[k], last_net[k]) for k in packaged)
     version = client().get_model_version("best-not-last", results["registered_model_version"])
@@ -179,11 +203,13 @@ def test_test_metrics_come_from_the_best_checkpoint(best_not_last):
 
     results, output_dir = best_not_last
     module, datamodule = results["module"], results["datamodule"]
-    tester = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
-                       precision=results["trainer"].precision)  # the run's own test, repeated
+    tester = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, precision=results["trainer"].precision
+    )  # the run's own test, repeated
     on_best = tester.test(module, datamodule=datamodule, ckpt_path=results["best_checkpoint"], verbose=False)[0]
-    on_last = tester.test(module, datamodule=datamodule, ckpt_path=str(output_dir / "checkpoints" / "last.ckpt"),
-                          verbose=False)[0]
+    on_last = tester.test(
+        module, datamodule=datamodule, ckpt_path=str(output_dir / "checkpoints" / "last.ckpt"), verbose=False
+    )[0]
     assert on_best["test/loss"] == pytest.approx(results["test_results"]["test/loss"], rel=1e-5)
     assert on_last["test/loss"] != pytest.approx(results["test_results"]["test/loss"], rel=1e-5)
 
@@ -210,13 +236,24 @@ def test_a_run_knows_how_it_was_made(best_not_last):
 
 def test_smoke_runs_and_models_below_the_floor_stay_out_of_the_registry(tiny_demo, tmp_path):
     name = "floor-model"
-    results = UNetPPTrainer(overrides=[*QUICK, "packaging.min_score=0.999", f"packaging.registered_model_name={name}",
-                                       f"paths.output_dir={tmp_path / 'floor'}"]).fit()
+    results = UNetPPTrainer(
+        overrides=[
+            *QUICK,
+            "packaging.min_score=0.999",
+            f"packaging.registered_model_name={name}",
+            f"paths.output_dir={tmp_path / 'floor'}",
+        ]
+    ).fit()
     assert results["model_uri"] and results["registered_model_version"] is None
     assert "min_score=0.999" in client().get_run(results["run_id"]).data.tags["registration.skipped"]
-    smoke = UNetPPTrainer(overrides=[*QUICK, "packaging.register_smoke_runs=false",
-                                     f"packaging.registered_model_name={name}",
-                                     f"paths.output_dir={tmp_path / 'smoke'}"]).fit()
+    smoke = UNetPPTrainer(
+        overrides=[
+            *QUICK,
+            "packaging.register_smoke_runs=false",
+            f"packaging.registered_model_name={name}",
+            f"paths.output_dir={tmp_path / 'smoke'}",
+        ]
+    ).fit()
     assert "smoke run" in smoke["not_registered"]
     assert not client().search_model_versions(f"name='{name}'")
 
@@ -254,8 +291,14 @@ def test_finite_guard_skips_or_stops_on_a_nan_batch(action):
     from datamint_lightning.training.callbacks.finite_guard import FiniteGuard
 
     guard, module = FiniteGuard(action=action), NanOnSecondBatch()
-    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[guard])
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[guard],
+    )
     if action == "stop":
         with pytest.raises(NonFiniteLossError, match="at step 1 .*batch 1"):
             trainer.fit(module, tiny_loader())

@@ -22,8 +22,9 @@ def store(tmp_path_factory):
 
 
 def test_build_from_target_mappings():
-    flip = transforms.build([{"_target_": "monai.transforms.RandFlipd", "keys": ["image", "label"], "prob": 1.0,
-                              "spatial_axis": 1}])
+    flip = transforms.build(
+        [{"_target_": "monai.transforms.RandFlipd", "keys": ["image", "label"], "prob": 1.0, "spatial_axis": 1}]
+    )
     image = torch.arange(16.0).reshape(1, 4, 4)
     out = flip({"image": image, "label": image.clone()})
     assert torch.equal(torch.as_tensor(out["image"]), image.flip(-1))
@@ -37,11 +38,18 @@ def test_hydra_config_sets_per_split_transforms(store, tmp_path):
 
     from datamint_lightning.config import compose_config
 
-    cfg = compose_config("liver_seg", [
-        "data.project=Transforms", f"data.store_dir={store.root}", f"data.cache_dir={tmp_path}", "data.image_size=32",
-        "data.split={train: 0.34, val: 0.33, test: 0.33}",
-        "data.train_transforms=[{_target_: monai.transforms.RandFlipd, keys: [image, label], prob: 1.0, "
-        "spatial_axis: 1}]"])
+    cfg = compose_config(
+        "liver_seg",
+        [
+            "data.project=Transforms",
+            f"data.store_dir={store.root}",
+            f"data.cache_dir={tmp_path}",
+            "data.image_size=32",
+            "data.split={train: 0.34, val: 0.33, test: 0.33}",
+            "data.train_transforms=[{_target_: monai.transforms.RandFlipd, keys: [image, label], prob: 1.0, "
+            "spatial_axis: 1}]",
+        ],
+    )
     dm = instantiate(cfg.data, _convert_="all")
     dm.setup()
     train = dm.datasets["train"]
@@ -50,8 +58,15 @@ def test_hydra_config_sets_per_split_transforms(store, tmp_path):
 
 
 def test_training_input_matches_the_packaged_preprocessing(store, tmp_path):
-    dm = DatamintDataModule("Transforms", labels=["liver"], image_size=32, split={"train": 2 / 3, "val": 1 / 3},
-                            store_dir=str(store.root), cache_dir=str(tmp_path), augment=False)
+    dm = DatamintDataModule(
+        "Transforms",
+        labels=["liver"],
+        image_size=32,
+        split={"train": 2 / 3, "val": 1 / 3},
+        store_dir=str(store.root),
+        cache_dir=str(tmp_path),
+        augment=False,
+    )
     dm.setup()
     saved = Preprocessing.from_dict(dm.preprocessing.to_dict())  # what the packaged model gets
     meta = dm.datasets["val"].metadata[0]

@@ -62,8 +62,11 @@ def test_nrrd_mask_lands_on_the_file_voxel(tmp_path):
 
     data, voxels = file_array((5, 8, 6), seed=1)
     directions = np.array([[0.0, 0.0, -2.0], [0.9, 0.0, 0.0], [0.0, -1.2, 0.0]])  # rows: i, j, k in LPS
-    nrrd.write(str(tmp_path / "case.nrrd"), data, {"space": "left-posterior-superior",
-                                                     "space directions": directions, "space origin": [1.0, 2.0, 3.0]})
+    nrrd.write(
+        str(tmp_path / "case.nrrd"),
+        data,
+        {"space": "left-posterior-superior", "space directions": directions, "space origin": [1.0, 2.0, 3.0]},
+    )
     described = check_round_trip(tmp_path / "case.nrrd", data, voxels)
     assert described["orientation"] == "ILA"  # LPS (0, 0, -2) is inferior; (0.9, 0, 0) is left; (0, -1.2, 0) anterior
     np.testing.assert_allclose(np.asarray(described["affine"])[:3, 3], [-1.0, -2.0, 3.0])
@@ -120,8 +123,9 @@ def test_volume_mode_answers_on_the_file_grid(tmp_path):
     for folder in ("m2d", "m3d"):
         model = load_model(str(tmp_path / folder), device="cpu")
         answer = model.predict([str(tmp_path / "case.nii.gz")], params={"mode": "volume"})[0][0]
-        as_numbers = model.predict([{"array": display.array, "spacing": list(display.spacing)}],
-                                   params={"mode": "volume"})[0][0]
+        as_numbers = model.predict(
+            [{"array": display.array, "spacing": list(display.spacing)}], params={"mode": "volume"}
+        )[0][0]
         assert answer["mask"].shape == data.shape and answer["grid"]["shape"] == list(data.shape)
         assert as_numbers["mask"].shape == display.array.shape  # an array is its own grid
         np.testing.assert_array_equal(answer["mask"], display.to_input_grid(as_numbers["mask"]))

@@ -45,9 +45,16 @@ def fitted(tmp_path_factory):
     train = torch.utils.data.DataLoader(phantom_items(range(4), patch=True), batch_size=2, shuffle=True)
     val = torch.utils.data.DataLoader(phantom_items([10], patch=False), batch_size=1)
     shapes = WholeVolumeShapes()
-    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[shapes])
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[shapes],
+    )
     trainer.fit(module, train, val)
     path = tmp_path_factory.mktemp("vol_module") / "module.ckpt"
     trainer.save_checkpoint(path)

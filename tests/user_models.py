@@ -8,8 +8,16 @@ import torch
 
 from datamint_lightning.mlflow import DatamintModel, ModelSettings, PredictionMode, TaskType, prediction_mode
 
-TINY_NET = {"library": "smp", "arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3,
-            "decoder_channels": [32, 16, 8], "in_channels": 1, "classes": 2, "encoder_weights": None}
+TINY_NET = {
+    "library": "smp",
+    "arch": "Unet",
+    "encoder_name": "resnet18",
+    "encoder_depth": 3,
+    "decoder_channels": [32, 16, 8],
+    "in_channels": 1,
+    "classes": 2,
+    "encoder_weights": None,
+}
 
 
 class TorchSegmenter(DatamintModel):
@@ -28,8 +36,16 @@ class TorchSegmenter(DatamintModel):
             array = torch.as_tensor(np.asarray(item.array, np.float32))[None, None].to(self.inference_device)
             with torch.inference_mode():
                 probs = net(array / 100.0).softmax(1)[0, 1].cpu().numpy()
-            results.append([{"identifier": "lesion", "type": "segmentation",
-                             "mask": (probs >= self.threshold).astype(np.uint8), "confidence": float(probs.max())}])
+            results.append(
+                [
+                    {
+                        "identifier": "lesion",
+                        "type": "segmentation",
+                        "mask": (probs >= self.threshold).astype(np.uint8),
+                        "confidence": float(probs.max()),
+                    }
+                ]
+            )
         return results
 
 

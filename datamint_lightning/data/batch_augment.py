@@ -19,8 +19,16 @@ import torch
 # an affine with probability 0.5 (rotation uniform in +-0.2 rad, scale 1 +- 0.1 per axis, shift +-8 px per axis:
 # MONAI RandAffined's rotate_range, scale_range and translate_range),
 # intensity x (1 +- 0.1) with probability 0.3, Gaussian noise with std uniform in [0, 0.02] with probability 0.2.
-DEFAULT_2D: dict[str, float] = {"affine_prob": 0.5, "rotate": 0.2, "scale": 0.1, "translate": 8.0,
-                                "intensity_prob": 0.3, "intensity_factor": 0.1, "noise_prob": 0.2, "noise_std": 0.02}
+DEFAULT_2D: dict[str, float] = {
+    "affine_prob": 0.5,
+    "rotate": 0.2,
+    "scale": 0.1,
+    "translate": 8.0,
+    "intensity_prob": 0.3,
+    "intensity_factor": 0.1,
+    "noise_prob": 0.2,
+    "noise_std": 0.02,
+}
 
 
 class BatchAugment2d:
@@ -63,31 +71,38 @@ class BatchAugment2d:
         affine = chosen(p["affine_prob"]).view(-1, 1, 1, 1)
         theta = self._affine(count, image.shape[-2:], uniform)
         grid = torch.nn.functional.affine_grid(theta, list(image.shape), align_corners=True)
-        moved = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros",
-                                                align_corners=True)
+        moved = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
         image = torch.where(affine, moved, image)
         if self.segmentation:
             label = batch["label"]
-            moved = torch.nn.functional.grid_sample(label.float(), grid, mode="nearest", padding_mode="zeros",
-                                                    align_corners=True)
+            moved = torch.nn.functional.grid_sample(
+                label.float(), grid, mode="nearest", padding_mode="zeros", align_corners=True
+            )
             out["label"] = torch.where(affine, moved.to(label.dtype), label)
-        factor = torch.where(chosen(p["intensity_prob"]),
-                             uniform(1 - p["intensity_factor"], 1 + p["intensity_factor"], count), 1.0)
+        factor = torch.where(
+            chosen(p["intensity_prob"]), uniform(1 - p["intensity_factor"], 1 + p["intensity_factor"], count), 1.0
+        )
         noise_std = torch.where(chosen(p["noise_prob"]), uniform(0.0, p["noise_std"], count), 0.0)
-        image = image * factor.view(-1, 1, 1, 1) + \
-            torch.randn(image.shape, generator=g, device=image.device) * noise_std.view(-1, 1, 1, 1)
+        image = image * factor.view(-1, 1, 1, 1) + torch.randn(
+            image.shape, generator=g, device=image.device
+        ) * noise_std.view(-1, 1, 1, 1)
         out["image"] = image
         return out
 
     def _affine(self, count: int, size: torch.Size, uniform) -> torch.Tensor:
         p = self.params
-        return affine_theta(uniform(-p["rotate"], p["rotate"], count),
-                            uniform(1 - p["scale"], 1 + p["scale"], count, 2),
-                            uniform(-p["translate"], p["translate"], count, 2), int(size[0]), int(size[1]))
+        return affine_theta(
+            uniform(-p["rotate"], p["rotate"], count),
+            uniform(1 - p["scale"], 1 + p["scale"], count, 2),
+            uniform(-p["translate"], p["translate"], count, 2),
+            int(size[0]),
+            int(size[1]),
+        )
 
 
-def affine_theta(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, height: int,
-                 width: int) -> torch.Tensor:
+def affine_theta(
+    angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """``affine_grid`` matrices (N, 2, 3) for MONAI's ``Affine(rotate_params=angle, scale_params=scale,
     translate_params=shift)`` on (H, W) images: the same resampling, so a batch sees what MONAI would do per item.
 
@@ -100,8 +115,7 @@ def affine_theta(angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, 
     linear = rotation * scale[:, None, :]  # R @ diag(scale)
     offset = (rotation @ shift[:, :, None])[:, :, 0]  # R @ shift
     linear, offset = linear.flip(1).flip(2), offset.flip(1)  # (row, col) -> (x, y)
-    half = torch.tensor([(width - 1) / 2, (height - 1) / 2], device=angle.device,
-                        dtype=linear.dtype).clamp(min=0.5)
+    half = torch.tensor([(width - 1) / 2, (height - 1) / 2], device=angle.device, dtype=linear.dtype).clamp(min=0.5)
     linear = linear * half[None, None, :] / half[None, :, None]
     return torch.cat([linear, (offset / half)[:, :, None]], dim=2)
 

@@ -21,8 +21,7 @@ SIZE_RANGE = (64, 160)  # pixels, height and width drawn independently
 
 # Approximate T1 post-contrast intensities (0..1): scalp fat bright, skull dark, CSF dark, white > gray matter,
 # an enhancing rim around a darker necrotic core, and oedema a little darker than white matter.
-_T1 = {"scalp": 0.75, "skull": 0.08, "csf": 0.18, "gray": 0.45, "white": 0.62, "rim": 0.95, "core": 0.3,
-       "oedema": 0.42}
+_T1 = {"scalp": 0.75, "skull": 0.08, "csf": 0.18, "gray": 0.45, "white": 0.62, "rim": 0.95, "core": 0.3, "oedema": 0.42}
 
 
 def make_brain_slice(seed: int, lesion: bool) -> np.ndarray:
@@ -97,7 +96,8 @@ def ensure_brain_demo_project(store: ProjectStore, images: int = BRAIN_DEMO_IMAG
         return store.open(BRAIN_DEMO_NAME)
     with tempfile.TemporaryDirectory() as folder:
         try:
-            return import_class_folders(write_brain_folders(folder, images), BRAIN_DEMO_NAME, store=store,
-                                        modality="MR")
+            return import_class_folders(
+                write_brain_folders(folder, images), BRAIN_DEMO_NAME, store=store, modality="MR"
+            )
         except ProjectExistsError:  # another process created it meanwhile, from the same seeds
             return store.open(BRAIN_DEMO_NAME)

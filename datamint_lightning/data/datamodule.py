@@ -33,16 +33,36 @@ class DatamintDataModule(L.LightningDataModule):
     training default is a mild augmentation for the task when ``augment`` is on.
     """
 
-    def __init__(self, project: str, labels: list[str] | None = None, image_size: int = 256, batch_size: int = 16,
-                 split: Any = None, seed: int = 42, intensity: str = "ct_window",
-                 window_center: float = 60.0, window_width: float = 400.0, empty_slice_fraction: float = 0.1,
-                 augment: bool = True, num_workers: int = 0, pin_memory: bool | None = None,
-                 store_dir: str | None = None, dims: int = 2, axis: int = 0, task: str | None = None,
-                 train_transforms: Any = None, val_transforms: Any = None, test_transforms: Any = None,
-                 patch_size: list[int] | None = None, samples_per_volume: int = 2,
-                 spacing: list[float] | None = None, cache_dir: str | None = None,
-                 augment_on_device: bool | str = "auto", device_cache: bool | str = "auto",
-                 device_cache_fraction: float = 0.25):
+    def __init__(
+        self,
+        project: str,
+        labels: list[str] | None = None,
+        image_size: int = 256,
+        batch_size: int = 16,
+        split: Any = None,
+        seed: int = 42,
+        intensity: str = "ct_window",
+        window_center: float = 60.0,
+        window_width: float = 400.0,
+        empty_slice_fraction: float = 0.1,
+        augment: bool = True,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        store_dir: str | None = None,
+        dims: int = 2,
+        axis: int = 0,
+        task: str | None = None,
+        train_transforms: Any = None,
+        val_transforms: Any = None,
+        test_transforms: Any = None,
+        patch_size: list[int] | None = None,
+        samples_per_volume: int = 2,
+        spacing: list[float] | None = None,
+        cache_dir: str | None = None,
+        augment_on_device: bool | str = "auto",
+        device_cache: bool | str = "auto",
+        device_cache_fraction: float = 0.25,
+    ):
         super().__init__()
         if not project:
             raise ConfigError("data.project is empty; name a project from the project store.")
@@ -62,9 +82,11 @@ class DatamintDataModule(L.LightningDataModule):
             if value not in ("auto", True, False):
                 raise ConfigError(f"data.{name}={value!r} must be auto, true or false.")
         if device_cache is True and augment_on_device is False:
-            raise ConfigError("data.device_cache=true serves training batches on the device, so the augmentation "
-                              "must run there too: set data.augment_on_device to auto or true, or "
-                              "data.device_cache=false.")
+            raise ConfigError(
+                "data.device_cache=true serves training batches on the device, so the augmentation "
+                "must run there too: set data.augment_on_device to auto or true, or "
+                "data.device_cache=false."
+            )
         if not 0.0 < float(device_cache_fraction) <= 1.0:
             raise ConfigError(f"data.device_cache_fraction={device_cache_fraction} must be within (0, 1].")
         self.project_name = project
@@ -120,10 +142,13 @@ class DatamintDataModule(L.LightningDataModule):
             if mode == "ct_window" and any(pictures):
                 import warnings
 
-                warnings.warn(f"data.intensity=ct_window but {sum(pictures)} of {len(pictures)} resources of project "
-                              f"{self.project_name!r} are 8-bit pictures: those are divided by 255 (a picture has no "
-                              "Hounsfield units), the window applies only to native-unit images. Use "
-                              "data.intensity=percentile (or auto) to map pictures and volumes alike.", stacklevel=2)
+                warnings.warn(
+                    f"data.intensity=ct_window but {sum(pictures)} of {len(pictures)} resources of project "
+                    f"{self.project_name!r} are 8-bit pictures: those are divided by 255 (a picture has no "
+                    "Hounsfield units), the window applies only to native-unit images. Use "
+                    "data.intensity=percentile (or auto) to map pictures and volumes alike.",
+                    stacklevel=2,
+                )
         return self._preprocessing
 
     def open_project(self) -> Project:
@@ -156,16 +181,19 @@ class DatamintDataModule(L.LightningDataModule):
             return
         project = self.open_project()
         self.patient_split = resolve_split(project, self.split_spec, self.seed)
-        self.split_resources = {s: [r for r in project.resources if self.patient_split[r.patient_id] == s]
-                                for s in SPLITS}
+        self.split_resources = {
+            s: [r for r in project.resources if self.patient_split[r.patient_id] == s] for s in SPLITS
+        }
         with self._build_lock(project):  # one process builds the cache (DDP ranks, parallel runs); others read it
             for split, resources in self.split_resources.items():
                 if resources:
                     self.datasets[split] = self._build(split, resources)
         for split in ("train", "val"):
             if split not in self.datasets:
-                raise DataError(f"The {split} split of project {project.name!r} is empty: data.split="
-                                f"{self.split_spec} over {len(project.patients)} patient(s) leaves it no patient.")
+                raise DataError(
+                    f"The {split} split of project {project.name!r} is empty: data.split="
+                    f"{self.split_spec} over {len(project.patients)} patient(s) leaves it no patient."
+                )
 
     def _build(self, split: str, resources: list[Resource]) -> ImageDataset | VolumeDataset:
         if self.dims == 3:
@@ -182,23 +210,30 @@ class DatamintDataModule(L.LightningDataModule):
             target = None if lookup is not None else class_target(project, resource, self.labels, task)
             if lookup is None and target is None:
                 continue  # multi-class: a class not requested
-            slices = extract_slices(project, resource, lookup, self.preprocessing, empty_fraction,
-                                    self.seed, self.cache_dir, self.axis)
+            slices = extract_slices(
+                project, resource, lookup, self.preprocessing, empty_fraction, self.seed, self.cache_dir, self.axis
+            )
             count = len(slices.slice_indices)
             if not count:
                 continue
             # Rows are read from the cache files per item: the dataset holds no pixels (memory flat in the data).
             images.append(NpyRows(slices.folder / "images.npy"))
-            part = NpyRows(slices.folder / "labels.npy") if lookup is not None \
-                else np.repeat(target[None], count, axis=0)
+            part = (
+                NpyRows(slices.folder / "labels.npy") if lookup is not None else np.repeat(target[None], count, axis=0)
+            )
             targets.append(part)
-            for name, value in _count_labels(slices.labels if lookup is not None else part, self.labels,
-                                             task).items():
+            for name, value in _count_labels(slices.labels if lookup is not None else part, self.labels, task).items():
                 counts[name] += value
-            metadata += [{"resource_id": resource.id, "patient_id": resource.patient_id,
-                          "patient_index": patients[resource.patient_id],
-                          "slice_index": int(i), "axis": self.axis if resource.kind == "volume" else 0}
-                         for i in slices.slice_indices]
+            metadata += [
+                {
+                    "resource_id": resource.id,
+                    "patient_id": resource.patient_id,
+                    "patient_index": patients[resource.patient_id],
+                    "slice_index": int(i),
+                    "axis": self.axis if resource.kind == "volume" else 0,
+                }
+                for i in slices.slice_indices
+            ]
         if not metadata:
             raise DataError(f"The {split} split of project {project.name!r} has no items with labels {self.labels}.")
         self.label_counts[split] = counts
@@ -222,8 +257,9 @@ class DatamintDataModule(L.LightningDataModule):
 
         project = self.open_project()
         lookup = label_lookup(project, self.labels)
-        files = [prepare_volume(project, r, lookup, self.preprocessing, self.spacing, self.cache_dir)
-                 for r in resources]
+        files = [
+            prepare_volume(project, r, lookup, self.preprocessing, self.spacing, self.cache_dir) for r in resources
+        ]
         counts = dict.fromkeys(self.labels, 0)
         for file in files:
             with np.load(file) as stored:
@@ -232,8 +268,10 @@ class DatamintDataModule(L.LightningDataModule):
                 counts[name] += int(index in present)
         self.label_counts[split] = counts
         patients = patient_indices(resources)
-        metadata = [{"resource_id": r.id, "patient_id": r.patient_id, "patient_index": patients[r.patient_id]}
-                    for r in resources]
+        metadata = [
+            {"resource_id": r.id, "patient_id": r.patient_id, "patient_index": patients[r.patient_id]}
+            for r in resources
+        ]
         return VolumeDataset(files, metadata, self._transform(split))
 
     def _transform(self, split: str):
@@ -266,9 +304,11 @@ class DatamintDataModule(L.LightningDataModule):
             if self.augment_on_device is True or self.device_cache is True:
                 from lightning.pytorch.utilities import rank_zero_warn
 
-                rank_zero_warn("Batched augmentation on the device (data.augment_on_device, data.device_cache) "
-                               "applies to the default 2D augmentation; custom data.train_transforms (and 3D "
-                               "patch sampling) run per item in the loader.")
+                rank_zero_warn(
+                    "Batched augmentation on the device (data.augment_on_device, data.device_cache) "
+                    "applies to the default 2D augmentation; custom data.train_transforms (and 3D "
+                    "patch sampling) run per item in the loader."
+                )
             return False
         return True
 
@@ -289,8 +329,10 @@ class DatamintDataModule(L.LightningDataModule):
 
         if self.dims != 2 or self.transform_specs[split] is not None:
             if explicit:
-                rank_zero_warn(f"data.device_cache=true does not apply to the {split} split (3D volumes and custom "
-                               f"data.{split}_transforms run per item); it is streamed from the on-disk cache.")
+                rank_zero_warn(
+                    f"data.device_cache=true does not apply to the {split} split (3D volumes and custom "
+                    f"data.{split}_transforms run per item); it is streamed from the on-disk cache."
+                )
             return None
         if split == "train" and self.augment and self._batch_augment is None:
             return None  # data.augment_on_device=false: the augmentation runs per item, in the loader
@@ -302,13 +344,22 @@ class DatamintDataModule(L.LightningDataModule):
         need, free = split_nbytes(self.datasets[split]), _free_bytes(device)
         if need > self.device_cache_fraction * free:
             say = rank_zero_warn if explicit else rank_zero_info
-            say(f"data.device_cache: the {split} split needs {need / 2**30:.2f} GiB, more than "
+            say(
+                f"data.device_cache: the {split} split needs {need / 2**30:.2f} GiB, more than "
                 f"data.device_cache_fraction={self.device_cache_fraction} of the {free / 2**30:.2f} GiB free on "
-                f"{device}; it is streamed from the on-disk cache instead.")
+                f"{device}; it is streamed from the on-disk cache instead."
+            )
             return None
         self._device_batches[split] = DeviceBatches(
-            self.datasets[split], self.batch_size, device, shuffle=split == "train", seed=self.seed,
-            rank=trainer.global_rank, world_size=trainer.world_size, epoch=lambda: self.trainer.current_epoch)
+            self.datasets[split],
+            self.batch_size,
+            device,
+            shuffle=split == "train",
+            seed=self.seed,
+            rank=trainer.global_rank,
+            world_size=trainer.world_size,
+            epoch=lambda: self.trainer.current_epoch,
+        )
         return self._device_batches[split]
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -333,12 +384,16 @@ class DatamintDataModule(L.LightningDataModule):
             from monai.data import list_data_collate
 
             # Training patches (a list per volume) are flattened into one batch; whole volumes differ in shape.
-            options = {"batch_size": self.batch_size, "collate_fn": list_data_collate} if split == "train" \
+            options = (
+                {"batch_size": self.batch_size, "collate_fn": list_data_collate}
+                if split == "train"
                 else {"batch_size": 1}
+            )
         if self.num_workers > 0:  # workers stay up between epochs; on a GPU they keep batches ready ahead
             options |= {"persistent_workers": True, "prefetch_factor": 4 if on_gpu else 2}
-        return torch.utils.data.DataLoader(dataset, shuffle=shuffle, num_workers=self.num_workers,
-                                           pin_memory=pin, **options)
+        return torch.utils.data.DataLoader(
+            dataset, shuffle=shuffle, num_workers=self.num_workers, pin_memory=pin, **options
+        )
 
     def _on_gpu(self) -> bool:
         """Whether the attached trainer trains on a CUDA device (without a trainer: whether CUDA is available)."""
@@ -375,8 +430,10 @@ class DatamintDataModule(L.LightningDataModule):
         split = split if split in self.datasets else "val"
         project = self.open_project()
         if self.dims == 3:
-            picks = [{"resource_id": m["resource_id"], "slice_index": None, "axis": 0}
-                     for m in self.datasets[split].metadata[:count]]
+            picks = [
+                {"resource_id": m["resource_id"], "slice_index": None, "axis": 0}
+                for m in self.datasets[split].metadata[:count]
+            ]
         else:
             metadata = self.datasets[split].metadata
             picks = metadata[:: max(1, len(metadata) // count)][:count]
@@ -392,9 +449,12 @@ class DatamintDataModule(L.LightningDataModule):
     def summary(self) -> dict[str, Any]:
         out = {}
         for split, dataset in self.datasets.items():
-            out[split] = {"items": len(dataset), "patients": len({m["patient_id"] for m in dataset.metadata}),
-                          "resources": len(self.split_resources.get(split, ())),
-                          "label_counts": self.label_counts.get(split, {})}
+            out[split] = {
+                "items": len(dataset),
+                "patients": len({m["patient_id"] for m in dataset.metadata}),
+                "resources": len(self.split_resources.get(split, ())),
+                "label_counts": self.label_counts.get(split, {}),
+            }
             if self.dims == 2:
                 out[split]["slices"] = len(dataset)
         return out
@@ -411,9 +471,19 @@ class DatamintDataModule(L.LightningDataModule):
             resources = self.split_resources[split]
             hashes = {r.id: ":".join(d or "" for d in source_digests(project, r).values()) for r in resources}
             described[split] = DatamintMLflowDataset(
-                project.id, project.name, split, resources, labels=self.labels, task=self.task,
-                content_hashes=hashes, label_counts=self.label_counts.get(split), items=len(dataset),
-                item_shape=shape, preprocessing=self.preprocessing.to_dict(), root=project.root)
+                project.id,
+                project.name,
+                split,
+                resources,
+                labels=self.labels,
+                task=self.task,
+                content_hashes=hashes,
+                label_counts=self.label_counts.get(split),
+                items=len(dataset),
+                item_shape=shape,
+                preprocessing=self.preprocessing.to_dict(),
+                root=project.root,
+            )
         return described
 
 

@@ -39,8 +39,13 @@ class ImageDataset(torch.utils.data.Dataset):
     or multi-hot vectors. Rows may be arrays in memory or ``ConcatRows`` of cached files read per item, so a
     dataset holds no pixels itself and memory does not grow with the project."""
 
-    def __init__(self, images: Sequence[Any], targets: Sequence[Any], metadata: list[dict[str, Any]],
-                 transform: Transform | None = None):
+    def __init__(
+        self,
+        images: Sequence[Any],
+        targets: Sequence[Any],
+        metadata: list[dict[str, Any]],
+        transform: Transform | None = None,
+    ):
         if not (len(images) == len(targets) == len(metadata)):
             raise ValueError("images, targets and metadata must have the same length")
         self.images = images
@@ -75,8 +80,7 @@ class VolumeDataset(torch.utils.data.Dataset):
     patch dicts per volume, which ``monai.data.list_data_collate`` flattens into one batch.
     """
 
-    def __init__(self, files: Sequence[str | Path], metadata: list[dict[str, Any]],
-                 transform: Transform | None = None):
+    def __init__(self, files: Sequence[str | Path], metadata: list[dict[str, Any]], transform: Transform | None = None):
         if len(files) != len(metadata):
             raise ValueError("files and metadata must have the same length")
         self.files = [Path(f) for f in files]
@@ -88,8 +92,11 @@ class VolumeDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any] | list[dict[str, Any]]:
         with np.load(self.files[index]) as stored:
-            item = {"image": torch.from_numpy(stored["image"])[None],
-                    "label": torch.from_numpy(stored["label"])[None], **self.metadata[index]}
+            item = {
+                "image": torch.from_numpy(stored["image"])[None],
+                "label": torch.from_numpy(stored["label"])[None],
+                **self.metadata[index],
+            }
         if self.transform is None:
             return _finish(item)
         out = self.transform(item)

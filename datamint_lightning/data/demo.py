@@ -25,8 +25,9 @@ def ensure_demo(store: ProjectStore, name: str) -> Project:
     return builders[name.strip().lower()](store)
 
 
-def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS,
-                        shape: tuple[int, int, int] = (40, 128, 128)) -> Project:
+def ensure_demo_project(
+    store: ProjectStore, patients: int = DEMO_PATIENTS, shape: tuple[int, int, int] = (40, 128, 128)
+) -> Project:
     """Create the deterministic demo project in ``store`` unless it is already there (smaller for tests).
 
     Safe when several processes call it at once (first use in parallel jobs): the store's atomic rename lets one
@@ -41,8 +42,17 @@ def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS,
         image, label = f"volumes/{patient}/ct.nii.gz", f"volumes/{patient}/label.nii.gz"
         files[image] = nifti_bytes(phantom.image, phantom.spacing)
         files[label] = nifti_bytes(phantom.label, phantom.spacing)
-        resources.append(Resource(id=f"{patient}-CT", patient_id=patient, modality="CT", kind="volume",
-                                  image=image, label=label, spacing=phantom.spacing))
+        resources.append(
+            Resource(
+                id=f"{patient}-CT",
+                patient_id=patient,
+                modality="CT",
+                kind="volume",
+                image=image,
+                label=label,
+                spacing=phantom.spacing,
+            )
+        )
     try:
         return store.create(DEMO_PROJECT_NAME, labels=dict(LABELS), resources=resources, files=files)
     except ProjectExistsError:  # another process created it meanwhile, from the same seeds
@@ -50,5 +60,7 @@ def ensure_demo_project(store: ProjectStore, patients: int = DEMO_PATIENTS,
 
 
 # name -> builder(store) of every built-in demo project.
-DEMO_PROJECTS: dict[str, Callable[[ProjectStore], Project]] = {DEMO_PROJECT_NAME: ensure_demo_project,
-                                                               BRAIN_DEMO_NAME: ensure_brain_demo_project}
+DEMO_PROJECTS: dict[str, Callable[[ProjectStore], Project]] = {
+    DEMO_PROJECT_NAME: ensure_demo_project,
+    BRAIN_DEMO_NAME: ensure_brain_demo_project,
+}

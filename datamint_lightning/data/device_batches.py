@@ -40,9 +40,12 @@ def rows_to_device(rows: Sequence[Any], device: torch.device, dtype: torch.dtype
     position = 0
     for part in parts:
         for start in range(0, len(part), per_block):
-            block = part.block(start, start + per_block) if hasattr(part, "block") \
-                else np.asarray(part[start:start + per_block])
-            out[position:position + len(block)] = torch.from_numpy(np.ascontiguousarray(block)).to(out.dtype)
+            block = (
+                part.block(start, start + per_block)
+                if hasattr(part, "block")
+                else np.asarray(part[start : start + per_block])
+            )
+            out[position : position + len(block)] = torch.from_numpy(np.ascontiguousarray(block)).to(out.dtype)
             position += len(block)
     return out
 
@@ -52,8 +55,17 @@ class DeviceBatches:
     ``image`` (B, 1, S, S) float32, ``label`` (B, 1, S, S) long label maps (or class indices / multi-hot
     vectors), integer metadata as tensors and string metadata as lists."""
 
-    def __init__(self, dataset, batch_size: int, device: torch.device | str, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, epoch: Callable[[], int] | None = None):
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        device: torch.device | str,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: Callable[[], int] | None = None,
+    ):
         self.device = torch.device(device)
         self.batch_size, self.shuffle, self.seed = int(batch_size), shuffle, int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
@@ -78,7 +90,7 @@ class DeviceBatches:
             order = torch.arange(count)
         if self.world_size > 1:
             total = math.ceil(count / self.world_size) * self.world_size
-            order = torch.cat([order, order[: total - count]])[self.rank::self.world_size]
+            order = torch.cat([order, order[: total - count]])[self.rank :: self.world_size]
         return order
 
     def __len__(self) -> int:
@@ -87,11 +99,13 @@ class DeviceBatches:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         order = self._order()
         for start in range(0, len(order), self.batch_size):
-            picked = order[start:start + self.batch_size]
+            picked = order[start : start + self.batch_size]
             index = picked.to(self.device, non_blocking=True)
             label = self.targets[index]
-            batch = {"image": self.images[index],
-                     "label": label.long() if self.segmentation or not label.is_floating_point() else label}
+            batch = {
+                "image": self.images[index],
+                "label": label.long() if self.segmentation or not label.is_floating_point() else label,
+            }
             for key, column in self.columns.items():
                 batch[key] = column[index] if isinstance(column, torch.Tensor) else [column[i] for i in picked]
             yield batch

@@ -46,8 +46,9 @@ def check(name: str, value: int, what: str) -> None:
     """Raise ``InputTooLarge`` when ``value`` (counted as ``what`` says) exceeds limit ``name``."""
     maximum = limit(name)
     if value > maximum:
-        raise InputTooLarge(f"{what} is {value:,}, over the limit of {maximum:,} ({name}; raise it to accept "
-                            "larger inputs).")
+        raise InputTooLarge(
+            f"{what} is {value:,}, over the limit of {maximum:,} ({name}; raise it to accept larger inputs)."
+        )
 
 
 def check_voxels(shape: Any, source: Any, itemsize: int = 4) -> None:

@@ -48,18 +48,20 @@ class DatamintProjectSource(DatasetSource):
         return isinstance(raw_source, str) and raw_source.startswith(URI_SCHEME)
 
     @classmethod
-    def _resolve(cls, raw_source: Any) -> "DatamintProjectSource":
-        project_id = str(raw_source)[len(URI_SCHEME):]
+    def _resolve(cls, raw_source: Any) -> DatamintProjectSource:
+        project_id = str(raw_source)[len(URI_SCHEME) :]
         return cls(project_id, project_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"uri": self.uri, "project_id": self.project_id, "project_name": self.project_name,
-                "root": self.root}
+        return {"uri": self.uri, "project_id": self.project_id, "project_name": self.project_name, "root": self.root}
 
     @classmethod
-    def from_dict(cls, source_dict: dict[Any, Any]) -> "DatamintProjectSource":
-        return cls(source_dict["project_id"], source_dict.get("project_name", source_dict["project_id"]),
-                   source_dict.get("root"))
+    def from_dict(cls, source_dict: dict[Any, Any]) -> DatamintProjectSource:
+        return cls(
+            source_dict["project_id"],
+            source_dict.get("project_name", source_dict["project_id"]),
+            source_dict.get("root"),
+        )
 
 
 # In this process; a fresh process finds it through the ``mlflow.dataset_source`` entry point (pyproject.toml).
@@ -75,12 +77,23 @@ class DatamintMLflowDataset(Dataset):
     ``label_counts`` (label -> number of items holding it) and ``items`` fill the profile.
     """
 
-    def __init__(self, project_id: str, project_name: str, split: str | None,
-                 resources: Sequence[str] | Sequence[Resource], extra_params: Mapping[str, Any] | None = None, *,
-                 labels: Sequence[str] = (), task: str = "segmentation",
-                 content_hashes: Mapping[str, str] | None = None, label_counts: Mapping[str, int] | None = None,
-                 items: int | None = None, item_shape: Sequence[int] | None = None,
-                 preprocessing: Mapping[str, Any] | None = None, root: str | Path | None = None):
+    def __init__(
+        self,
+        project_id: str,
+        project_name: str,
+        split: str | None,
+        resources: Sequence[str] | Sequence[Resource],
+        extra_params: Mapping[str, Any] | None = None,
+        *,
+        labels: Sequence[str] = (),
+        task: str = "segmentation",
+        content_hashes: Mapping[str, str] | None = None,
+        label_counts: Mapping[str, int] | None = None,
+        items: int | None = None,
+        item_shape: Sequence[int] | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
+        root: str | Path | None = None,
+    ):
         self.project_id, self.project_name, self.split = str(project_id), str(project_name), split
         self.resources = [r for r in resources if not isinstance(r, str)]  # the Resource objects given
         self.resource_ids = [r if isinstance(r, str) else r.id for r in resources]
@@ -102,11 +115,19 @@ class DatamintMLflowDataset(Dataset):
 
     @property
     def profile(self) -> dict[str, Any]:
-        profile = {"split": self.split, "resources": len(self.resource_ids), "items": self.items,
-                   "labels": self.labels, "label_counts": self.label_counts, "preprocessing": self.preprocessing}
+        profile = {
+            "split": self.split,
+            "resources": len(self.resource_ids),
+            "items": self.items,
+            "labels": self.labels,
+            "label_counts": self.label_counts,
+            "preprocessing": self.preprocessing,
+        }
         if self.resources:  # only Resource objects know their patient and modality
-            profile.update(patients=len({r.patient_id for r in self.resources}),
-                           modalities=sorted({str(r.modality) for r in self.resources}))
+            profile.update(
+                patients=len({r.patient_id for r in self.resources}),
+                modalities=sorted({str(r.modality) for r in self.resources}),
+            )
         return {**profile, **({"extra_params": self.extra_params} if self.extra_params else {})}
 
     @property
@@ -116,15 +137,16 @@ class DatamintMLflowDataset(Dataset):
         from mlflow.data.schema import TensorDatasetSchema
         from mlflow.types import Schema, TensorSpec
 
-        shape = tuple([-1, *(self.item_shape or [-1, -1, -1])])
+        shape = (-1, *(self.item_shape or [-1, -1, -1]))
         if self.task == "segmentation":
             target = TensorSpec(np.dtype("int64"), shape, "label")
         elif self.task == "multilabel_classification":
             target = TensorSpec(np.dtype("float32"), (-1, len(self.labels)), "label")
         else:
             target = TensorSpec(np.dtype("int64"), (-1,), "label")
-        return TensorDatasetSchema(features=Schema([TensorSpec(np.dtype("float32"), shape, "image")]),
-                                   targets=Schema([target]))
+        return TensorDatasetSchema(
+            features=Schema([TensorSpec(np.dtype("float32"), shape, "image")]), targets=Schema([target])
+        )
 
     def to_dict(self) -> dict[str, str]:
         config = super().to_dict()

@@ -14,8 +14,18 @@ LABELS: dict[str, int] = {"liver": 1, "spleen": 2, "kidney": 3}
 
 # Portal-venous phase attenuation (HU): the liver is brighter than muscle but close to spleen and kidney,
 # so intensity alone does not separate the organs.
-_HU = {"air": -1000.0, "fat": -100.0, "muscle": 45.0, "liver": 105.0, "lesion": 35.0,
-       "spleen": 115.0, "kidney": 160.0, "aorta": 180.0, "bone": 650.0, "gas": -850.0}
+_HU = {
+    "air": -1000.0,
+    "fat": -100.0,
+    "muscle": 45.0,
+    "liver": 105.0,
+    "lesion": 35.0,
+    "spleen": 115.0,
+    "kidney": 160.0,
+    "aorta": 180.0,
+    "bone": 650.0,
+    "gas": -850.0,
+}
 
 
 @dataclass(frozen=True)
@@ -27,8 +37,9 @@ class Phantom:
     spacing: tuple[float, float, float]  # (z, y, x) in mm
 
 
-def make_phantom(seed: int, shape: tuple[int, int, int] = (40, 128, 128),
-                 spacing: tuple[float, float, float] = (5.0, 3.0, 3.0)) -> Phantom:
+def make_phantom(
+    seed: int, shape: tuple[int, int, int] = (40, 128, 128), spacing: tuple[float, float, float] = (5.0, 3.0, 3.0)
+) -> Phantom:
     """Build one deterministic abdominal phantom for ``seed``."""
     rng = np.random.default_rng(seed)
     depth, height, width = shape
@@ -53,9 +64,13 @@ def make_phantom(seed: int, shape: tuple[int, int, int] = (40, 128, 128),
     rx, ry, rz = 0.36 + rng.uniform(-0.04, 0.04), 0.34 + rng.uniform(-0.04, 0.04), 0.26 + rng.uniform(-0.03, 0.03)
     theta = np.arctan2(y - cy, x - cx)
     phases = rng.uniform(0, 2 * np.pi, 3)
-    wobble = (1.0 + 0.09 * np.sin(2 * theta + phases[0]) + 0.06 * np.cos(3 * theta + phases[1])
-              + 0.05 * np.sin(4 * np.pi * z + phases[2]))
-    liver = (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2) / wobble ** 2 + ((z - cz) / rz) ** 2 <= 1.0
+    wobble = (
+        1.0
+        + 0.09 * np.sin(2 * theta + phases[0])
+        + 0.06 * np.cos(3 * theta + phases[1])
+        + 0.05 * np.sin(4 * np.pi * z + phases[2])
+    )
+    liver = (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2) / wobble**2 + ((z - cz) / rz) ** 2 <= 1.0
     liver |= ellipsoid(cx + rx * 0.9, cy - 0.12, cz + 0.04, 0.24 + rng.uniform(-0.03, 0.03), 0.13, rz * 0.6)
     liver &= inner
     label[liver] = LABELS["liver"]
@@ -69,8 +84,12 @@ def make_phantom(seed: int, shape: tuple[int, int, int] = (40, 128, 128),
     spleen &= ~liver
     label[spleen], image[spleen] = LABELS["spleen"], _HU["spleen"]
     for side in (-1.0, 1.0):
-        kidney = ellipsoid(side * (0.33 + rng.uniform(-0.03, 0.03)), 0.34, 0.42 + rng.uniform(-0.05, 0.05),
-                           0.1, 0.14, 0.13) & inner & ~liver & ~spleen
+        kidney = (
+            ellipsoid(side * (0.33 + rng.uniform(-0.03, 0.03)), 0.34, 0.42 + rng.uniform(-0.05, 0.05), 0.1, 0.14, 0.13)
+            & inner
+            & ~liver
+            & ~spleen
+        )
         label[kidney], image[kidney] = LABELS["kidney"], _HU["kidney"]
 
     spine = np.broadcast_to((x / 0.12) ** 2 + ((y - 0.46) / 0.12) ** 2 <= 1.0, shape)
@@ -79,8 +98,13 @@ def make_phantom(seed: int, shape: tuple[int, int, int] = (40, 128, 128),
     aorta = np.broadcast_to(((x - 0.06) / 0.06) ** 2 + ((y - 0.25) / 0.06) ** 2 <= 1.0, shape)
     image[aorta] = _HU["aorta"]
     for _ in range(4):  # bowel gas below the liver
-        gas = ellipsoid(rng.uniform(-0.2, 0.4), rng.uniform(-0.4, 0.1), rng.uniform(0.1, 0.45),
-                        *(rng.uniform(0.04, 0.09, 3))) & inner & (label == 0)
+        gas = (
+            ellipsoid(
+                rng.uniform(-0.2, 0.4), rng.uniform(-0.4, 0.1), rng.uniform(0.1, 0.45), *(rng.uniform(0.04, 0.09, 3))
+            )
+            & inner
+            & (label == 0)
+        )
         image[gas] = _HU["gas"]
 
     image += rng.normal(0.0, 12.0, size=shape).astype(np.float32)

@@ -92,7 +92,7 @@ class Preprocessing:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
         """From ``to_dict`` output (keys other than the fields are ignored, so an intensity dict works too).
 
         Dicts saved before ``pictures`` existed always divided 8-bit pictures by 255, so that is their rule.
@@ -103,7 +103,7 @@ class Preprocessing:
         values.setdefault("pictures", "scale_255")
         return cls(**values)
 
-    def with_sources(self, display_8bit_flags) -> "Preprocessing":
+    def with_sources(self, display_8bit_flags) -> Preprocessing:
         """This preprocessing, recording which kinds of source (8-bit pictures, native values) training saw."""
         kinds = tuple(source_kind(bool(flag)) for flag in display_8bit_flags)
         return Preprocessing(**{**self.to_dict(), "trained_on": kinds})
@@ -136,13 +136,17 @@ class Preprocessing:
         if not self.trained_on or kind in self.trained_on or not self._differs_between_kinds():
             return None
         if display_8bit:
-            return (f"This model was trained on native-unit images with a CT window (center {self.window_center:g}, "
-                    f"width {self.window_width:g}); this input is an 8-bit picture, taken as already windowed and "
-                    "divided by 255. Send the DICOM/NIfTI instead, or retrain with data.intensity=percentile.")
-        return (f"This model was trained on 8-bit pictures (divided by 255); this input holds native values (a "
-                f"volume, DICOM or 16-bit image) and gets the CT window (center {self.window_center:g}, width "
-                f"{self.window_width:g}) instead, which may not match how the pictures were exported. Send 8-bit "
-                "exports, or retrain with data.intensity=percentile (the same per-image mapping for both kinds).")
+            return (
+                f"This model was trained on native-unit images with a CT window (center {self.window_center:g}, "
+                f"width {self.window_width:g}); this input is an 8-bit picture, taken as already windowed and "
+                "divided by 255. Send the DICOM/NIfTI instead, or retrain with data.intensity=percentile."
+            )
+        return (
+            f"This model was trained on 8-bit pictures (divided by 255); this input holds native values (a "
+            f"volume, DICOM or 16-bit image) and gets the CT window (center {self.window_center:g}, width "
+            f"{self.window_width:g}) instead, which may not match how the pictures were exported. Send 8-bit "
+            "exports, or retrain with data.intensity=percentile (the same per-image mapping for both kinds)."
+        )
 
     def _differs_between_kinds(self) -> bool:
         return not (self.intensity == "percentile" and self.pictures == "percentile")
@@ -154,8 +158,9 @@ class Preprocessing:
 
         if self.image_size is None or batch.shape[-2:] == (self.image_size, self.image_size):
             return batch
-        return F.interpolate(batch, size=(self.image_size, self.image_size), mode="bilinear",
-                             align_corners=False, antialias=True)
+        return F.interpolate(
+            batch, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+        )
 
     def resize_labels(self, batch):
         """(N, 1, H, W) integer tensor to (N, 1, S, S) with nearest-neighbour sampling."""
@@ -163,7 +168,9 @@ class Preprocessing:
 
         if self.image_size is None or batch.shape[-2:] == (self.image_size, self.image_size):
             return batch
-        return F.interpolate(batch.float(), size=(self.image_size, self.image_size), mode="nearest-exact").to(batch.dtype)
+        return F.interpolate(batch.float(), size=(self.image_size, self.image_size), mode="nearest-exact").to(
+            batch.dtype
+        )
 
     def prepare(self, slices: np.ndarray, display_8bit: bool = False):
         """(N, H, W) raw slices to the (N, 1, S, S) float32 tensor the network takes."""

@@ -33,10 +33,13 @@ def _label_map(text: str) -> dict[str, int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m datamint_lightning projects",
-                                     description="Manage the local project store.")
-    parser.add_argument("--store", help="project store folder (default: $DATAMINT_LIGHTNING_HOME/projects, "
-                                        "else ~/.datamint_lightning/projects)")
+    parser = argparse.ArgumentParser(
+        prog="python -m datamint_lightning projects", description="Manage the local project store."
+    )
+    parser.add_argument(
+        "--store",
+        help="project store folder (default: $DATAMINT_LIGHTNING_HOME/projects, else ~/.datamint_lightning/projects)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="list projects")
     listing.add_argument("--json", action="store_true")
@@ -65,8 +68,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _layout_options(layout: str, sub: argparse.ArgumentParser) -> None:
     if layout in ("images-masks", "nrrd", "dicom"):
-        sub.add_argument("--labels", type=_label_map,
-                         help="declared labels, 'liver=1,tumour=2' (images-masks/nrrd) or names to keep (dicom)")
+        sub.add_argument(
+            "--labels",
+            type=_label_map,
+            help="declared labels, 'liver=1,tumour=2' (images-masks/nrrd) or names to keep (dicom)",
+        )
     if layout in ("images-masks", "class-folders", "csv", "nrrd"):
         sub.add_argument("--modality", default=None, help="modality of the images (default: from DICOM, else OT)")
     if layout == "images-masks":
@@ -84,21 +90,30 @@ def _import(args: argparse.Namespace, store) -> int:
     from datamint_lightning.data.importers import importer
     from datamint_lightning.data.importers.patients import PatientIds
 
-    patients = PatientIds(regex=args.patient_regex, csv_path=args.patient_csv,
-                          key_column=args.patient_key_column, patient_column=args.patient_column)
+    patients = PatientIds(
+        regex=args.patient_regex,
+        csv_path=args.patient_csv,
+        key_column=args.patient_key_column,
+        patient_column=args.patient_column,
+    )
     options: dict[str, Any] = {}
     for key in ("labels", "modality", "masks", "path_column", "label_column", "separator", "multi_label", "channel"):
         if getattr(args, key, None) is not None:
             options[key] = getattr(args, key)
     if args.layout == "csv":
         options["patient_column"] = args.patient_column
-    project = importer(args.layout)(args.src, args.name, store=store, patients=patients, skip_bad=args.skip_bad,
-                                    report=args.report, **options)
+    project = importer(args.layout)(
+        args.src, args.name, store=store, patients=patients, skip_bad=args.skip_bad, report=args.report, **options
+    )
     report = json.loads((project.root / "import_report.json").read_text())
-    print(f"Imported {len(project.resources)} resource(s) of {len(project.patients)} patient(s) as project "
-          f"{project.name!r} ({project.task}) into {project.root}.")
+    print(
+        f"Imported {len(project.resources)} resource(s) of {len(project.patients)} patient(s) as project "
+        f"{project.name!r} ({project.task}) into {project.root}."
+    )
     if report["skipped"]:
-        print(f"Skipped {len(report['skipped'])} bad item(s); see {args.report or project.root / 'import_report.json'}.")
+        print(
+            f"Skipped {len(report['skipped'])} bad item(s); see {args.report or project.root / 'import_report.json'}."
+        )
     return 0
 
 
@@ -111,8 +126,10 @@ def _print_list(rows: list[dict[str, Any]], store_root) -> None:
             print(f"{row['name']}: DAMAGED ({row['error']})")
             continue
         names = ", ".join(row["labels"] or row["categories"]) or "-"
-        print(f"{row['name']}  [{row['task']}]  {row['resources']} resource(s), {row['patients']} patient(s); "
-              f"labels: {names}")
+        print(
+            f"{row['name']}  [{row['task']}]  {row['resources']} resource(s), {row['patients']} patient(s); "
+            f"labels: {names}"
+        )
 
 
 def _print_summary(info: dict[str, Any]) -> None:
@@ -121,18 +138,24 @@ def _print_summary(info: dict[str, Any]) -> None:
     print("  modalities: " + ", ".join(f"{k}: {v}" for k, v in info["modalities"].items()))
     print("  kinds: " + ", ".join(f"{k}: {v}" for k, v in info["kinds"].items()))
     for name, entry in info["labels"].items():
-        print(f"  label {name!r} (value {entry['value']}): {entry['resources']} resource(s), "
-              f"{entry['patients']} patient(s)")
+        print(
+            f"  label {name!r} (value {entry['value']}): {entry['resources']} resource(s), "
+            f"{entry['patients']} patient(s)"
+        )
     for name, count in info["categories"].items():
         print(f"  category {name!r}: {count} resource(s)")
     for split_file, counts in info["splits"].items():
-        text = counts.get("error") or ", ".join(f"{s}: {c['patients']} patient(s) / {c['resources']} resource(s)"
-                                                for s, c in counts.items())
+        text = counts.get("error") or ", ".join(
+            f"{s}: {c['patients']} patient(s) / {c['resources']} resource(s)" for s, c in counts.items()
+        )
         print(f"  split {split_file}: {text}")
     per_patient = info["resources_per_patient"]
     shown = list(per_patient.items())[:20]
-    print("  resources per patient: " + ", ".join(f"{p}: {n}" for p, n in shown)
-          + (f", ... ({len(per_patient) - 20} more)" if len(per_patient) > 20 else ""))
+    print(
+        "  resources per patient: "
+        + ", ".join(f"{p}: {n}" for p, n in shown)
+        + (f", ... ({len(per_patient) - 20} more)" if len(per_patient) > 20 else "")
+    )
 
 
 def _confirm(question: str) -> bool:
@@ -159,8 +182,9 @@ def main(argv: list[str]) -> int:
             print(json.dumps(info, indent=2)) if args.json else _print_summary(info)
         elif args.command == "delete":
             project = store.open(args.project)
-            if not args.yes and not _confirm(f"Delete project {project.name!r} ({len(project.resources)} "
-                                             f"resource(s)) at {project.root}?"):
+            if not args.yes and not _confirm(
+                f"Delete project {project.name!r} ({len(project.resources)} resource(s)) at {project.root}?"
+            ):
                 print("Not deleted (pass --yes to delete without asking).", file=sys.stderr)
                 return 1
             store.delete(project.id)

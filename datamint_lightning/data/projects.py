@@ -90,8 +90,9 @@ class ProjectStore:
             return []
         removed = []
         for folder in self.root.iterdir():
-            if folder.name.startswith(".deleting-") or (folder.name.startswith(STAGING_PREFIX)
-                                                        and _staging_is_stale(folder)):
+            if folder.name.startswith(".deleting-") or (
+                folder.name.startswith(STAGING_PREFIX) and _staging_is_stale(folder)
+            ):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
         return removed
@@ -109,12 +110,19 @@ class ProjectStore:
             existing = ", ".join(repr(n) for n in self.names()) or "none"
             raise ProjectNotFoundError(
                 f"No project named {name_or_id!r} in the project store {self.root}. Projects there: {existing}. "
-                "Import one first, or set data.project to one of these.")
+                "Import one first, or set data.project to one of these."
+            )
         return _load(found)
 
-    def create(self, name: str, labels: dict[str, int], resources: list[Resource],
-               files: dict[str, Path | bytes], task: str = "segmentation",
-               categories: tuple[str, ...] = ()) -> Project:
+    def create(
+        self,
+        name: str,
+        labels: dict[str, int],
+        resources: list[Resource],
+        files: dict[str, Path | bytes],
+        task: str = "segmentation",
+        categories: tuple[str, ...] = (),
+    ) -> Project:
         """Write a new project atomically; ``files`` maps each relative path in ``resources`` to a source."""
         with self.draft(name) as draft:
             for relative, source in files.items():
@@ -123,7 +131,7 @@ class ProjectStore:
                 draft.add(resource)
             return draft.commit(labels, task=task, categories=categories)
 
-    def draft(self, name: str) -> "ProjectDraft":
+    def draft(self, name: str) -> ProjectDraft:
         """A staging folder for a new project: files are written there and appear only on ``commit``."""
         self._check_new_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -151,19 +159,30 @@ class ProjectStore:
             except DataError as error:
                 rows.append({"name": path.parent.name, "error": str(error), "root": str(path.parent)})
                 continue
-            rows.append({"name": project.name, "id": project.id, "task": project.task,
-                         "resources": len(project.resources), "patients": len(project.patients),
-                         "labels": list(project.labels), "categories": list(project.categories),
-                         "root": str(project.root)})
+            rows.append(
+                {
+                    "name": project.name,
+                    "id": project.id,
+                    "task": project.task,
+                    "resources": len(project.resources),
+                    "patients": len(project.patients),
+                    "labels": list(project.labels),
+                    "categories": list(project.categories),
+                    "root": str(project.root),
+                }
+            )
         return rows
 
     def _check_new_name(self, name: str) -> None:
         if self._find(name) is not None:
-            raise ProjectExistsError(f"A project named {name!r} already exists in {self.root}; delete it or "
-                                     "choose another name.")
+            raise ProjectExistsError(
+                f"A project named {name!r} already exists in {self.root}; delete it or choose another name."
+            )
         if (self.root / slugify(name)).exists():
-            raise ProjectExistsError(f"Project name {name!r} maps to folder {self.root / slugify(name)}, which is "
-                                     "already taken; choose another name.")
+            raise ProjectExistsError(
+                f"Project name {name!r} maps to folder {self.root / slugify(name)}, which is "
+                "already taken; choose another name."
+            )
 
     def _project_files(self) -> list[Path]:
         if not self.root.is_dir():
@@ -216,11 +235,25 @@ def _load(path: Path) -> Project:
 
 
 def _parse(path: Path, header: dict[str, Any]) -> Project:
-    resources = tuple(Resource(**{**r, "spacing": tuple(r["spacing"]) if r.get("spacing") else None,
-                                  "categories": tuple(r.get("categories", ()))}) for r in header["resources"])
-    return Project(id=header["id"], name=header["name"], root=path.parent, labels=dict(header["labels"]),
-                   resources=resources, task=header.get("task", "segmentation"),
-                   categories=tuple(header.get("categories", ())))
+    resources = tuple(
+        Resource(
+            **{
+                **r,
+                "spacing": tuple(r["spacing"]) if r.get("spacing") else None,
+                "categories": tuple(r.get("categories", ())),
+            }
+        )
+        for r in header["resources"]
+    )
+    return Project(
+        id=header["id"],
+        name=header["name"],
+        root=path.parent,
+        labels=dict(header["labels"]),
+        resources=resources,
+        task=header.get("task", "segmentation"),
+        categories=tuple(header.get("categories", ())),
+    )
 
 
 class ProjectDraft:
@@ -249,12 +282,19 @@ class ProjectDraft:
             raise DataError(f"Two resources share the id {resource.id!r}; resource ids must be unique.")
         self.resources.append(resource)
 
-    def commit(self, labels: dict[str, int], task: str = "segmentation",
-               categories: tuple[str, ...] | list[str] = ()) -> Project:
+    def commit(
+        self, labels: dict[str, int], task: str = "segmentation", categories: tuple[str, ...] | list[str] = ()
+    ) -> Project:
         if task not in TASKS:
             raise DataError(f"Unknown task {task!r}; use one of {list(TASKS)}.")
-        header = {"id": str(uuid.uuid4()), "name": self.name, "task": task, "labels": dict(labels),
-                  "categories": list(categories), "resources": [asdict(r) for r in self.resources]}
+        header = {
+            "id": str(uuid.uuid4()),
+            "name": self.name,
+            "task": task,
+            "labels": dict(labels),
+            "categories": list(categories),
+            "resources": [asdict(r) for r in self.resources],
+        }
         (self.staging / PROJECT_FILE).write_text(json.dumps(header, indent=2))
         self.store._check_new_name(self.name)  # another import may have taken the name meanwhile
         final = self.store.root / slugify(self.name)
@@ -262,15 +302,17 @@ class ProjectDraft:
             self.staging.rename(final)  # atomic; fails rather than merging into an existing folder
         except OSError as error:
             if self.store.exists(self.name):  # taken between the check and the rename
-                raise ProjectExistsError(f"A project named {self.name!r} already exists in {self.store.root}; "
-                                         "delete it or choose another name.") from error
+                raise ProjectExistsError(
+                    f"A project named {self.name!r} already exists in {self.store.root}; "
+                    "delete it or choose another name."
+                ) from error
             raise DataError(f"Cannot store project {self.name!r} at {final}: {error}") from error
         return _load(final / PROJECT_FILE)
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
 
-    def __enter__(self) -> "ProjectDraft":
+    def __enter__(self) -> ProjectDraft:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -325,13 +367,19 @@ def summarize(project: Project) -> dict[str, Any]:
                 labels[value_names[value]]["patients"].add(resource.patient_id)
     categories = Counter(c for r in project.resources for c in r.categories)
     return {
-        "name": project.name, "id": project.id, "task": project.task, "root": str(project.root),
-        "resources": len(project.resources), "patients": len(project.patients),
+        "name": project.name,
+        "id": project.id,
+        "task": project.task,
+        "root": str(project.root),
+        "resources": len(project.resources),
+        "patients": len(project.patients),
         "annotated": sum(r.label is not None or bool(r.categories) for r in project.resources),
         "modalities": dict(Counter(r.modality for r in project.resources)),
         "kinds": dict(Counter(r.kind for r in project.resources)),
-        "labels": {n: {"value": project.labels[n], "resources": c["resources"], "patients": len(c["patients"])}
-                   for n, c in labels.items()},
+        "labels": {
+            n: {"value": project.labels[n], "resources": c["resources"], "patients": len(c["patients"])}
+            for n, c in labels.items()
+        },
         "categories": {c: categories.get(c, 0) for c in project.categories},
         "resources_per_patient": dict(sorted(Counter(r.patient_id for r in project.resources).items())),
         "splits": _split_counts(project),

@@ -70,8 +70,7 @@ def _floats(dataset, keyword: str, path: Path | str, count: int) -> np.ndarray:
 def check_dicom_size(dataset, path: Path | str) -> None:
     """Rows x Columns (x NumberOfFrames) within the size limits, checked before the pixel data is decoded."""
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    check_pixels(int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0), f"DICOM file {path}",
-                 frames)
+    check_pixels(int(dataset.get("Columns", 0) or 0), int(dataset.get("Rows", 0) or 0), f"DICOM file {path}", frames)
 
 
 def dicom_pixels(dataset, path: Path | str) -> np.ndarray:
@@ -128,8 +127,10 @@ def _order_slices(headers: list[tuple[Path, Any]], label: str) -> tuple[list[tup
     orientation = _floats(headers[0][1], "ImageOrientationPatient", headers[0][0], 6)
     for path, header in headers:
         if not np.allclose(_floats(header, "ImageOrientationPatient", path, 6), orientation, atol=1e-3):
-            raise DataError(f"DICOM series {label}: {path} has a different ImageOrientationPatient than "
-                            f"{headers[0][0]}; a series must be one stack of parallel slices.")
+            raise DataError(
+                f"DICOM series {label}: {path} has a different ImageOrientationPatient than "
+                f"{headers[0][0]}; a series must be one stack of parallel slices."
+            )
     normal = np.cross(orientation[:3], orientation[3:])
     positions = [float(_floats(h, "ImagePositionPatient", p, 3) @ normal) for p, h in headers]
     order = np.argsort(positions, kind="stable")
@@ -141,14 +142,18 @@ def _order_slices(headers: list[tuple[Path, Any]], label: str) -> tuple[list[tup
         return headers, step, normal
     gaps = np.diff(positions)
     for index in np.flatnonzero(gaps < 1e-3):
-        raise DataError(f"DICOM series {label} has duplicate slices at position {positions[index]:.2f} mm: "
-                        f"{headers[index][0]} and {headers[index + 1][0]}.")
+        raise DataError(
+            f"DICOM series {label} has duplicate slices at position {positions[index]:.2f} mm: "
+            f"{headers[index][0]} and {headers[index + 1][0]}."
+        )
     step = float(np.median(gaps))
     for index in np.flatnonzero(gaps > 1.5 * step):
-        missing = int(round(gaps[index] / step)) - 1
-        raise DataError(f"DICOM series {label} is missing {missing} slice(s) between {headers[index][0]} "
-                        f"({positions[index]:.2f} mm) and {headers[index + 1][0]} ({positions[index + 1]:.2f} mm); "
-                        f"the slice step elsewhere is {step:.2f} mm.")
+        missing = round(gaps[index] / step) - 1
+        raise DataError(
+            f"DICOM series {label} is missing {missing} slice(s) between {headers[index][0]} "
+            f"({positions[index]:.2f} mm) and {headers[index + 1][0]} ({positions[index + 1]:.2f} mm); "
+            f"the slice step elsewhere is {step:.2f} mm."
+        )
     return headers, step, normal
 
 
@@ -160,39 +165,56 @@ def load_dicom_series(files: list[Path], label: str | None = None) -> DicomSerie
     first = headers[0][1]
     label = label or str(first.get("SeriesInstanceUID", files[0]))
     if int(first.get("NumberOfFrames", 1) or 1) > 1:
-        raise DataError(f"DICOM file {files[0]} is a multi-frame (enhanced) image; only single-frame series are "
-                        "supported by this reader.")
+        raise DataError(
+            f"DICOM file {files[0]} is a multi-frame (enhanced) image; only single-frame series are "
+            "supported by this reader."
+        )
     headers, step, normal = _order_slices(headers, label)
-    check_voxels((len(headers), int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)),
-                 f"DICOM series {label}")
+    check_voxels(
+        (len(headers), int(first.get("Rows", 0) or 0), int(first.get("Columns", 0) or 0)), f"DICOM series {label}"
+    )
     slices = []
     for path, _ in headers:
         pixels = dicom_pixels(read_dicom(path), path)
         if pixels.ndim != 2:
             raise DataError(f"DICOM file {path} has pixel shape {pixels.shape}; expected one grey-level frame.")
         if slices and pixels.shape != slices[0].shape:
-            raise DataError(f"DICOM series {label}: {path} is {pixels.shape} but {headers[0][0]} is "
-                            f"{slices[0].shape}; every slice must have the same size.")
+            raise DataError(
+                f"DICOM series {label}: {path} is {pixels.shape} but {headers[0][0]} is "
+                f"{slices[0].shape}; every slice must have the same size."
+            )
         slices.append(pixels)
     orientation = _floats(first, "ImageOrientationPatient", headers[0][0], 6)
     row_spacing, col_spacing = (float(v) for v in _floats(first, "PixelSpacing", headers[0][0], 2))
     metadata = {
-        "source_format": "dicom", "SeriesInstanceUID": str(first.get("SeriesInstanceUID", "")),
-        "StudyInstanceUID": str(first.get("StudyInstanceUID", "")), "PatientID": str(first.get("PatientID", "")),
-        "Modality": str(first.get("Modality", "")), "FrameOfReferenceUID": str(first.get("FrameOfReferenceUID", "")),
+        "source_format": "dicom",
+        "SeriesInstanceUID": str(first.get("SeriesInstanceUID", "")),
+        "StudyInstanceUID": str(first.get("StudyInstanceUID", "")),
+        "PatientID": str(first.get("PatientID", "")),
+        "Modality": str(first.get("Modality", "")),
+        "FrameOfReferenceUID": str(first.get("FrameOfReferenceUID", "")),
         "SeriesDescription": str(first.get("SeriesDescription", "")),
-        "ImageOrientationPatient": orientation.tolist(), "slices": len(headers),
+        "ImageOrientationPatient": orientation.tolist(),
+        "slices": len(headers),
         "original_spacing": [step, row_spacing, col_spacing],
         "origin": _floats(headers[0][1], "ImagePositionPatient", headers[0][0], 3).tolist(),
     }
     return DicomSeries(
-        array=np.stack(slices), origin=np.array(metadata["origin"]), row_dir=orientation[:3],
-        col_dir=orientation[3:], normal=normal, spacing=(step, row_spacing, col_spacing),
+        array=np.stack(slices),
+        origin=np.array(metadata["origin"]),
+        row_dir=orientation[:3],
+        col_dir=orientation[3:],
+        normal=normal,
+        spacing=(step, row_spacing, col_spacing),
         sop_uids=tuple(str(h.get("SOPInstanceUID", "")) for _, h in headers),
-        files=tuple(p for p, _ in headers), metadata=metadata)
+        files=tuple(p for p, _ in headers),
+        metadata=metadata,
+    )
 
 
-def group_dicom_series(paths: list[Path]) -> tuple[dict[str, list[Path]], dict[str, list[Path]], list[tuple[Path, str]]]:
+def group_dicom_series(
+    paths: list[Path],
+) -> tuple[dict[str, list[Path]], dict[str, list[Path]], list[tuple[Path, str]]]:
     """Image series by SeriesInstanceUID, annotation objects (SEG, RTSTRUCT) by modality, and unreadable files."""
     series: dict[str, list[Path]] = {}
     annotations: dict[str, list[Path]] = {}
@@ -216,8 +238,9 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> tupl
     return dicom_series_volume(folder, series_uid)[:3]
 
 
-def dicom_series_volume(folder: str | Path, series_uid: str | None = None
-                        ) -> tuple[np.ndarray, Spacing, dict[str, Any], VoxelGrid]:
+def dicom_series_volume(
+    folder: str | Path, series_uid: str | None = None
+) -> tuple[np.ndarray, Spacing, dict[str, Any], VoxelGrid]:
     """``read_dicom_series`` plus the series' own voxel grid (to map results back to its slices)."""
     folder = Path(folder)
     files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
@@ -228,8 +251,9 @@ def dicom_series_volume(folder: str | Path, series_uid: str | None = None
         detail = f" ({bad[0][1]})" if bad else ""
         raise DataError(f"No DICOM image series{' ' + series_uid if series_uid else ''} in {folder}{detail}.")
     if len(series) > 1:
-        raise DataError(f"{folder} holds {len(series)} DICOM series ({', '.join(sorted(series))}); "
-                        "pass series_uid to pick one.")
+        raise DataError(
+            f"{folder} holds {len(series)} DICOM series ({', '.join(sorted(series))}); pass series_uid to pick one."
+        )
     loaded = load_dicom_series(next(iter(series.values())))
     grid = loaded.grid()
     metadata = {**loaded.metadata, "sha256": sha256_file(*loaded.files)}
@@ -239,9 +263,13 @@ def dicom_series_volume(folder: str | Path, series_uid: str | None = None
 # --------------------------------------------------------------------------------------------------- NRRD
 
 _RAS_SIGNS = {"right": 1, "left": -1, "anterior": 1, "posterior": -1, "superior": 1, "inferior": -1}
-_SPACE_ALIASES = {"ras": "right-anterior-superior", "las": "left-anterior-superior",
-                  "lps": "left-posterior-superior", "scanner-xyz": "right-anterior-superior",
-                  "3d-right-handed": "right-anterior-superior"}
+_SPACE_ALIASES = {
+    "ras": "right-anterior-superior",
+    "las": "left-anterior-superior",
+    "lps": "left-posterior-superior",
+    "scanner-xyz": "right-anterior-superior",
+    "3d-right-handed": "right-anterior-superior",
+}
 
 
 def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
@@ -269,14 +297,17 @@ def nrrd_volume(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any], 
     spatial = [i for i, row in enumerate(directions) if np.isfinite(row).all()]
     extra = [i for i in range(data.ndim) if i not in spatial]
     if len(spatial) != 3 or any(data.shape[i] != 1 for i in extra):
-        raise DataError(f"NRRD file {path} has shape {data.shape} with {len(spatial)} spatial axes; expected one "
-                        "3D volume (export multi-layer segmentations as a label map).")
+        raise DataError(
+            f"NRRD file {path} has shape {data.shape} with {len(spatial)} spatial axes; expected one "
+            "3D volume (export multi-layer segmentations as a label map)."
+        )
     data = data.reshape([data.shape[i] for i in spatial]) if extra else data
     space = str(header.get("space", "right-anterior-superior")).lower()
     words = _SPACE_ALIASES.get(space, space).split("-")
     if len(words) != 3 or any(w not in _RAS_SIGNS for w in words):
-        raise DataError(f"NRRD file {path} has space {space!r}; expected an anatomical space such as "
-                        "left-posterior-superior.")
+        raise DataError(
+            f"NRRD file {path} has space {space!r}; expected an anatomical space such as left-posterior-superior."
+        )
     signs = np.array([_RAS_SIGNS[w] for w in words], float)
     affine = np.eye(4)
     affine[:3, :3] = (directions[spatial] * signs).T
@@ -286,10 +317,14 @@ def nrrd_volume(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any], 
     segments = {}
     for key, value in header.items():  # Slicer .seg.nrrd: Segment<N>_Name / Segment<N>_LabelValue
         if key.startswith("Segment") and key.endswith("_Name"):
-            number = key[len("Segment"):-len("_Name")]
+            number = key[len("Segment") : -len("_Name")]
             segments[str(value)] = int(header.get(f"Segment{number}_LabelValue", int(number) + 1))
-    metadata = {"source_format": "nrrd", "space": space, "original_affine_ras": affine.tolist(),
-                "original_spacing": list(spacing)}
+    metadata = {
+        "source_format": "nrrd",
+        "space": space,
+        "original_affine_ras": affine.tolist(),
+        "original_spacing": list(spacing),
+    }
     if segments:
         metadata["segments"] = segments
     return display, spacing, metadata, grid
@@ -319,8 +354,10 @@ def _check_nrrd_size(path: Path, header: dict[str, Any]) -> None:
         while block := stream.read(1 << 20):
             total += len(block)
             if total > declared:
-                raise InputTooLarge(f"NRRD file {path} decompresses to more than the {declared:,} bytes its "
-                                    f"header declares (sizes {sizes}).")
+                raise InputTooLarge(
+                    f"NRRD file {path} decompresses to more than the {declared:,} bytes its "
+                    f"header declares (sizes {sizes})."
+                )
 
 
 # --------------------------------------------------------------------------------------------------- 2D images
@@ -371,10 +408,14 @@ def dicom_image(dataset, path: Path | str) -> Image2D:
     if pixels.ndim != 2:
         raise DataError(f"DICOM file {path} has pixel shape {pixels.shape}; expected a 2D image.")
     spacing = dataset.get("PixelSpacing") or dataset.get("ImagerPixelSpacing") or (1.0, 1.0)
-    metadata = {"source_format": "dicom", "PatientID": str(dataset.get("PatientID", "")),
-                "Modality": str(dataset.get("Modality", "")), "SOPInstanceUID": str(dataset.get("SOPInstanceUID", "")),
-                "SeriesInstanceUID": str(dataset.get("SeriesInstanceUID", "")),
-                "PhotometricInterpretation": str(dataset.get("PhotometricInterpretation", ""))}
+    metadata = {
+        "source_format": "dicom",
+        "PatientID": str(dataset.get("PatientID", "")),
+        "Modality": str(dataset.get("Modality", "")),
+        "SOPInstanceUID": str(dataset.get("SOPInstanceUID", "")),
+        "SeriesInstanceUID": str(dataset.get("SeriesInstanceUID", "")),
+        "PhotometricInterpretation": str(dataset.get("PhotometricInterpretation", "")),
+    }
     return Image2D(pixels, False, (float(spacing[0]), float(spacing[1])), metadata)
 
 
@@ -410,8 +451,10 @@ def _read_pillow(path: Path, mask: bool) -> Image2D:
             elif mask and mode in ("RGB", "RGBA"):
                 rgb = np.asarray(image)[..., :3]
                 if not (rgb == rgb[..., :1]).all():
-                    raise DataError(f"Mask {path} is a colour image; save masks as grey-level label maps "
-                                    "(pixel value = label value) or one binary mask per label.")
+                    raise DataError(
+                        f"Mask {path} is a colour image; save masks as grey-level label maps "
+                        "(pixel value = label value) or one binary mask per label."
+                    )
                 array, display = rgb[..., 0].astype(np.uint8), True
             else:
                 array, display = np.asarray(image.convert("L")), True

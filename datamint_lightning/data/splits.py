@@ -36,8 +36,10 @@ def _normalized(fractions: Mapping[str, float]) -> dict[str, float]:
         raise ConfigError(f"data.split={dict(fractions)} needs non-negative fractions with a positive sum.")
     total = sum(values)
     if abs(total - 1.0) > 1e-6:
-        raise ConfigError(f"data.split={dict(fractions)} sums to {total:g}; the fractions must sum to 1 "
-                          "(e.g. {train: 0.8, val: 0.1, test: 0.1}).")
+        raise ConfigError(
+            f"data.split={dict(fractions)} sums to {total:g}; the fractions must sum to 1 "
+            "(e.g. {train: 0.8, val: 0.1, test: 0.1})."
+        )
     return {s: float(fractions.get(s, 0.0)) / total for s in SPLITS}
 
 
@@ -49,7 +51,7 @@ def assign_patients(patients: list[str], fractions: Mapping[str, float], seed: i
         raise DataError(f"{len(patients)} patient(s) cannot fill the {len(wanted)} splits {wanted}.")
     order = sorted(patients)
     random.Random(seed).shuffle(order)
-    counts = {s: int(round(shares[s] * len(order))) for s in wanted}
+    counts = {s: round(shares[s] * len(order)) for s in wanted}
     for split in wanted:  # a tiny project still gets one patient per requested split
         counts[split] = max(counts[split], 1)
     while sum(counts.values()) > len(order):
@@ -58,7 +60,7 @@ def assign_patients(patients: list[str], fractions: Mapping[str, float], seed: i
     counts[wanted[0]] += len(order) - sum(counts.values())
     assignment, start = {}, 0
     for split in wanted:
-        for patient in order[start:start + counts[split]]:
+        for patient in order[start : start + counts[split]]:
             assignment[patient] = split
         start += counts[split]
     return assignment
@@ -139,8 +141,10 @@ def pinned_split(project: Project, lists: Mapping[str, Any], origin: str = "data
         raise DataError(f"{origin} names patient(s) {strangers[:5]} that project {project.name!r} does not have.")
     missing = sorted(set(patients) - set(assignment))
     if missing:
-        raise DataError(f"{origin} leaves {len(missing)} patient(s) of project {project.name!r} without a split, "
-                        f"e.g. {missing[:5]}; list every patient.")
+        raise DataError(
+            f"{origin} leaves {len(missing)} patient(s) of project {project.name!r} without a split, "
+            f"e.g. {missing[:5]}; list every patient."
+        )
     digest = hashlib.sha256(json.dumps(assignment, sort_keys=True).encode()).hexdigest()[:10]
     shares = {s: sum(v == s for v in assignment.values()) / len(assignment) for s in SPLITS}
     path = project.root / "splits" / f"pinned-{digest}.json"

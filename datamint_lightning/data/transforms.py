@@ -50,17 +50,27 @@ def default_train_transforms(task: str, dims: int) -> list[Callable]:
     segmentation = task == "segmentation"
     keys = ("image", "label") if segmentation else ("image",)
     if dims == 3:
-        return [RandFlipd(keys=keys, prob=0.5, spatial_axis=2),
-                RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
-                RandGaussianNoised(keys="image", std=0.02, prob=0.2)]
+        return [
+            RandFlipd(keys=keys, prob=0.5, spatial_axis=2),
+            RandScaleIntensityd(keys="image", factors=0.1, prob=0.3),
+            RandGaussianNoised(keys="image", std=0.02, prob=0.2),
+        ]
     from datamint_lightning.data.batch_augment import DEFAULT_2D as p  # one table for this and the batched version
 
     modes = ("bilinear", "nearest") if segmentation else ("bilinear",)
-    return [RandAffined(keys=keys, prob=p["affine_prob"], rotate_range=(p["rotate"],),
-                        scale_range=(p["scale"], p["scale"]), translate_range=(p["translate"], p["translate"]),
-                        mode=modes, padding_mode="zeros"),
-            RandScaleIntensityd(keys="image", factors=p["intensity_factor"], prob=p["intensity_prob"]),
-            RandGaussianNoised(keys="image", std=p["noise_std"], prob=p["noise_prob"])]
+    return [
+        RandAffined(
+            keys=keys,
+            prob=p["affine_prob"],
+            rotate_range=(p["rotate"],),
+            scale_range=(p["scale"], p["scale"]),
+            translate_range=(p["translate"], p["translate"]),
+            mode=modes,
+            padding_mode="zeros",
+        ),
+        RandScaleIntensityd(keys="image", factors=p["intensity_factor"], prob=p["intensity_prob"]),
+        RandGaussianNoised(keys="image", std=p["noise_std"], prob=p["noise_prob"]),
+    ]
 
 
 class ForegroundIndicesd:
@@ -86,8 +96,19 @@ def patch_sampler(patch_size: Sequence[int], samples: int, pos: float = 1.0, neg
     size = [int(s) for s in patch_size]
     if len(size) != 3 or min(size) < 1:
         raise ConfigError(f"data.patch_size={list(patch_size)} must be three positive sizes (z, y, x).")
-    return [SpatialPadd(keys=("image", "label"), spatial_size=size), ForegroundIndicesd(),
-            RandCropByPosNegLabeld(keys=("image", "label"), label_key="label", spatial_size=size, pos=pos, neg=neg,
-                                   num_samples=int(samples), fg_indices_key="fg_indices",
-                                   bg_indices_key="bg_indices", allow_smaller=False),
-            DeleteItemsd(keys=("fg_indices", "bg_indices"))]
+    return [
+        SpatialPadd(keys=("image", "label"), spatial_size=size),
+        ForegroundIndicesd(),
+        RandCropByPosNegLabeld(
+            keys=("image", "label"),
+            label_key="label",
+            spatial_size=size,
+            pos=pos,
+            neg=neg,
+            num_samples=int(samples),
+            fg_indices_key="fg_indices",
+            bg_indices_key="bg_indices",
+            allow_smaller=False,
+        ),
+        DeleteItemsd(keys=("fg_indices", "bg_indices")),
+    ]

@@ -14,7 +14,7 @@ from datamint_lightning.errors import DataError
 
 
 def target_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, ...]:
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target))
 
 
 def resample(volume: np.ndarray, shape: tuple[int, ...], is_label: bool) -> np.ndarray:
@@ -31,19 +31,31 @@ def resample(volume: np.ndarray, shape: tuple[int, ...], is_label: bool) -> np.n
     return F.interpolate(tensor, size=shape, mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
-def prepare_volume(project: Project, resource: Resource, lookup: np.ndarray, preprocessing: Preprocessing,
-                   spacing: tuple[float, float, float] | None = None,
-                   cache_dir: str | Path | None = None) -> Path:
+def prepare_volume(
+    project: Project,
+    resource: Resource,
+    lookup: np.ndarray,
+    preprocessing: Preprocessing,
+    spacing: tuple[float, float, float] | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
     """The cache file of one preprocessed volume: ``image`` float32 and ``label`` uint8, both (z, y, x), and
     ``present`` (the label values it holds)."""
     if resource.kind != "volume":
-        raise DataError(f"Resource {resource.id} of project {project.name!r} is a 2D {resource.kind}; "
-                        "3D datasets (data.dims=3) need volumes.")
+        raise DataError(
+            f"Resource {resource.id} of project {project.name!r} is a 2D {resource.kind}; "
+            "3D datasets (data.dims=3) need volumes."
+        )
     cache = ArrayCache(cache_dir, "volumes")
     # Only intensity settings matter here: 3D items keep their grid (or the target spacing), not image_size.
     intensity = {k: v for k, v in preprocessing.to_dict().items() if k != "image_size"}
-    key = cache_key(sources=source_digests(project, resource), lookup=lookup.tolist(), intensity=intensity,
-                    spacing=list(spacing) if spacing else None, native_spacing=resource.spacing)
+    key = cache_key(
+        sources=source_digests(project, resource),
+        lookup=lookup.tolist(),
+        intensity=intensity,
+        spacing=list(spacing) if spacing else None,
+        native_spacing=resource.spacing,
+    )
     if cache.path(key).exists() and cache.get(key, members=("present",)) is not None:
         return cache.path(key)
     image, label = read_resource(project, resource, with_label=True)
@@ -55,8 +67,14 @@ def prepare_volume(project: Project, resource: Resource, lookup: np.ndarray, pre
         shape = target_shape(image.shape, tuple(resource.spacing), tuple(spacing))
         image, label = resample(image, shape, False), resample(label, shape, True)
     # The label values present are stored too, so a warm setup counts labels without reading the volumes.
-    return cache.put(key, {"image": image.astype(np.float32), "label": label.astype(np.uint8),
-                           "present": np.unique(label).astype(np.int64)})
+    return cache.put(
+        key,
+        {
+            "image": image.astype(np.float32),
+            "label": label.astype(np.uint8),
+            "present": np.unique(label).astype(np.int64),
+        },
+    )
 
 
 def cached_volume_shape(file: str | Path) -> tuple[int, ...]:

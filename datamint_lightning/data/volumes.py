@@ -52,8 +52,13 @@ class VoxelGrid:
     sop_instance_uids: tuple[str, ...] = ()
 
     @classmethod
-    def from_affine(cls, shape: tuple[int, ...], affine_ras: np.ndarray, array_order: str = "(i, j, k)",
-                    sop_instance_uids: tuple[str, ...] = ()) -> "VoxelGrid":
+    def from_affine(
+        cls,
+        shape: tuple[int, ...],
+        affine_ras: np.ndarray,
+        array_order: str = "(i, j, k)",
+        sop_instance_uids: tuple[str, ...] = (),
+    ) -> VoxelGrid:
         """The grid of an array of ``shape`` with voxel->RAS ``affine_ras``; axes go to the closest canonical
         orientation, as ``nibabel.as_closest_canonical`` does."""
         from nibabel.orientations import io_orientation
@@ -66,11 +71,17 @@ class VoxelGrid:
         for file_axis, (ras_axis, sign) in enumerate(orientation):
             display_axis = next(d for d, (ras, _) in enumerate(DISPLAY_RAS) if ras == int(ras_axis))
             axes[display_axis], flips[display_axis] = file_axis, int(sign) != DISPLAY_RAS[display_axis][1]
-        return cls(tuple(int(n) for n in shape), tuple(tuple(float(v) for v in row) for row in affine),
-                   tuple(axes), tuple(flips), array_order, tuple(sop_instance_uids))
+        return cls(
+            tuple(int(n) for n in shape),
+            tuple(tuple(float(v) for v in row) for row in affine),
+            tuple(axes),
+            tuple(flips),
+            array_order,
+            tuple(sop_instance_uids),
+        )
 
     @classmethod
-    def identity(cls, shape: tuple[int, ...], spacing: Spacing | None = None) -> "VoxelGrid":
+    def identity(cls, shape: tuple[int, ...], spacing: Spacing | None = None) -> VoxelGrid:
         """An array that already is in display (z, y, x) orientation (e.g. sent as numbers)."""
         sz, sy, sx = spacing or (1.0, 1.0, 1.0)
         affine = np.array([[0, 0, -sx, 0], [0, -sy, 0, 0], [sz, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
@@ -99,9 +110,15 @@ class VoxelGrid:
         """JSON-ready: the file grid (shape, spacing, affine, orientation codes) and the display mapping."""
         from nibabel.orientations import aff2axcodes
 
-        described = {"shape": list(self.shape), "spacing": list(self.spacing), "affine": [list(r) for r in self.affine],
-                     "orientation": "".join(aff2axcodes(np.asarray(self.affine))), "array_order": self.array_order,
-                     "display_axes": list(self.axes), "display_flips": list(self.flips)}
+        described = {
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "affine": [list(r) for r in self.affine],
+            "orientation": "".join(aff2axcodes(np.asarray(self.affine))),
+            "array_order": self.array_order,
+            "display_axes": list(self.axes),
+            "display_flips": list(self.flips),
+        }
         if self.sop_instance_uids:
             described["sop_instance_uids"] = list(self.sop_instance_uids)
         return described
@@ -177,11 +194,16 @@ def nifti_grid(path: str | Path) -> VoxelGrid:
 
 def compact(array: np.ndarray) -> np.ndarray:
     """int16 when every value is an integer within its range (CT in HU), else float32: half the disk space."""
-    if array.dtype.kind in "iub" and array.size and -32768 <= array.min() and array.max() <= 32767:
+    if array.dtype.kind in "iub" and array.size and array.min() >= -32768 and array.max() <= 32767:
         return array.astype(np.int16, copy=False)
     as_float = array.astype(np.float32, copy=False)
-    if (as_float.size and np.isfinite(as_float).all() and np.array_equal(as_float, np.round(as_float))
-            and -32768 <= as_float.min() and as_float.max() <= 32767):
+    if (
+        as_float.size
+        and np.isfinite(as_float).all()
+        and np.array_equal(as_float, np.round(as_float))
+        and as_float.min() >= -32768
+        and as_float.max() <= 32767
+    ):
         return as_float.astype(np.int16)
     return as_float
 

@@ -52,7 +52,6 @@ def load_network(config: dict[str, Any], weights_path: str | Path, device: str =
     """The network of ``config`` with the saved weights, in eval mode on ``device`` (never downloads)."""
     from safetensors.torch import load_file
 
-    network = build_network({**config, **({"encoder_weights": None} if "encoder_weights" in config else {})},
-                            library)
+    network = build_network({**config, **({"encoder_weights": None} if "encoder_weights" in config else {})}, library)
     network.load_state_dict(load_file(str(weights_path)))
     return network.eval().to(device)

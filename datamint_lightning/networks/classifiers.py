@@ -20,14 +20,24 @@ def _set_first_conv_channels(network: torch.nn.Module, in_channels: int) -> None
     """Replace the first RGB ``Conv2d`` (the stem) with one taking ``in_channels`` (torchvision nets are RGB)."""
     for name, module in network.named_modules():
         if isinstance(module, torch.nn.Conv2d) and module.in_channels == 3:
-            stem = torch.nn.Conv2d(in_channels, module.out_channels, module.kernel_size, module.stride,
-                                   module.padding, module.dilation, module.groups, module.bias is not None,
-                                   module.padding_mode)
+            stem = torch.nn.Conv2d(
+                in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+                module.bias is not None,
+                module.padding_mode,
+            )
             parent, _, attribute = name.rpartition(".")
             setattr(network.get_submodule(parent) if parent else network, attribute, stem)
             return
-    raise ConfigError(f"Cannot find an RGB stem convolution in {type(network).__name__} to take {in_channels} "
-                      "channel(s); use library 'timm' (in_chans) instead.")
+    raise ConfigError(
+        f"Cannot find an RGB stem convolution in {type(network).__name__} to take {in_channels} "
+        "channel(s); use library 'timm' (in_chans) instead."
+    )
 
 
 def build_classifier(config: dict[str, Any]) -> torch.nn.Module:
@@ -36,16 +46,19 @@ def build_classifier(config: dict[str, Any]) -> torch.nn.Module:
     library, arch = config.pop("library", "torchvision"), config.pop("arch", None)
     in_channels, num_classes = int(config.pop("in_channels", 1)), config.pop("num_classes", None)
     if library not in LIBRARIES or not arch or not num_classes:
-        raise ConfigError(f"A classifier config needs library in {LIBRARIES}, arch and num_classes; got "
-                          f"library={library!r}, arch={arch!r}, num_classes={num_classes!r}.")
+        raise ConfigError(
+            f"A classifier config needs library in {LIBRARIES}, arch and num_classes; got "
+            f"library={library!r}, arch={arch!r}, num_classes={num_classes!r}."
+        )
     for key in ("weights", "pretrained"):  # never download: weights come from the package
         config.pop(key, None)
     try:
         if library == "timm":
             import timm
 
-            network = timm.create_model(arch, pretrained=False, in_chans=in_channels, num_classes=int(num_classes),
-                                        **config)
+            network = timm.create_model(
+                arch, pretrained=False, in_chans=in_channels, num_classes=int(num_classes), **config
+            )
         else:
             from torchvision import models
 
@@ -93,10 +106,12 @@ def _cached_weights_file(library: str, arch: str):
         if candidate.is_file():
             return candidate
         looked.append(str(candidate))
-    raise ConfigError(f"network.pretrained=true but the pretrained weights of {library} {arch!r} are not in the "
-                      f"local cache (looked at: {'; '.join(looked) or 'nothing to look for'}). Training never "
-                      "downloads: fetch them once on a machine with internet access into that cache, or set "
-                      "model.network.pretrained=false.")
+    raise ConfigError(
+        f"network.pretrained=true but the pretrained weights of {library} {arch!r} are not in the "
+        f"local cache (looked at: {'; '.join(looked) or 'nothing to look for'}). Training never "
+        "downloads: fetch them once on a machine with internet access into that cache, or set "
+        "model.network.pretrained=false."
+    )
 
 
 def _adapt_stem(weight: torch.Tensor, channels: int) -> torch.Tensor:

@@ -47,12 +47,15 @@ def build_smp_network(config: dict[str, Any]):
             raise ConfigError(
                 f"model.network.encoder_weights={weights!r} needs pretrained weights that could not be loaded "
                 f"({type(error).__name__}: {error}). Pre-download them into the Hugging Face cache and set "
-                f"{ALLOW_DOWNLOADS_ENV}=1, or train from scratch with model.network.encoder_weights=null.") from error
+                f"{ALLOW_DOWNLOADS_ENV}=1, or train from scratch with model.network.encoder_weights=null."
+            ) from error
         raise
 
 
 def check_input_size(image_size: int, multiple: int = SMP_INPUT_MULTIPLE) -> None:
     if image_size % multiple:
         lower = max(multiple, image_size // multiple * multiple)
-        raise ConfigError(f"data.image_size={image_size} cannot be taken by this network: it needs a multiple of "
-                          f"{multiple} (e.g. {lower} or {lower + multiple}).")
+        raise ConfigError(
+            f"data.image_size={image_size} cannot be taken by this network: it needs a multiple of "
+            f"{multiple} (e.g. {lower} or {lower + multiple})."
+        )

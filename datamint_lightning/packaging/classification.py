@@ -23,8 +23,10 @@ GATE_PARAMS = {"mode": "image", "confidence_threshold": 0.0}
 
 
 def model_class(multilabel: bool) -> type:
-    from datamint_lightning.serving.classification_model import (DatamintClassificationModel,
-                                                                 DatamintMultilabelClassificationModel)
+    from datamint_lightning.serving.classification_model import (
+        DatamintClassificationModel,
+        DatamintMultilabelClassificationModel,
+    )
 
     return DatamintMultilabelClassificationModel if multilabel else DatamintClassificationModel
 
@@ -32,16 +34,24 @@ def model_class(multilabel: bool) -> type:
 def classification_settings(preprocessing, model_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     from datamint_lightning.serving.settings import ModelSettings
 
-    return ModelSettings.from_dict({"need_gpu": False, "batch_size": 16, "input_size": [preprocessing.image_size] * 2,
-                                    **(model_settings or {})}).to_dict()
+    return ModelSettings.from_dict(
+        {"need_gpu": False, "batch_size": 16, "input_size": [preprocessing.image_size] * 2, **(model_settings or {})}
+    ).to_dict()
 
 
 def category_specs(labels: list[str], scope: str = "image") -> list[dict[str, Any]]:
     return [{"identifier": name, "type": "category", "scope": scope, "required": False} for name in labels]
 
 
-def classification_artifacts(folder: str | Path, network, network_config: dict[str, Any], labels: list[str],
-                             preprocessing, model_settings: dict[str, Any], multilabel: bool) -> dict[str, str]:
+def classification_artifacts(
+    folder: str | Path,
+    network,
+    network_config: dict[str, Any],
+    labels: list[str],
+    preprocessing,
+    model_settings: dict[str, Any],
+    multilabel: bool,
+) -> dict[str, str]:
     """Artifacts of a 2D classifier; checks the config rebuilds a network answering one score per label."""
     import torch
 
@@ -49,8 +59,9 @@ def classification_artifacts(folder: str | Path, network, network_config: dict[s
 
     config = {**network_config, "num_classes": len(labels)}
     if network_config.get("num_classes") not in (None, len(labels)):
-        raise PackagingError(f"network_config num_classes={network_config['num_classes']} but there are "
-                             f"{len(labels)} labels {labels}.")
+        raise PackagingError(
+            f"network_config num_classes={network_config['num_classes']} but there are {len(labels)} labels {labels}."
+        )
     rebuilt = build_classifier(config)
     try:  # the saved config must rebuild exactly this network, or load_context would fail later
         rebuilt.load_state_dict(network.state_dict())
@@ -61,8 +72,13 @@ def classification_artifacts(folder: str | Path, network, network_config: dict[s
         outputs = rebuilt(torch.zeros(1, int(config.get("in_channels", 1)), size, size))
     if tuple(outputs.shape) != (1, len(labels)):
         raise PackagingError(f"The classifier answers shape {tuple(outputs.shape)}; expected (1, {len(labels)}).")
-    spec = {"network": config, "labels": list(labels), "preprocessing": preprocessing.to_dict(),
-            "settings": model_settings, "multilabel": bool(multilabel)}
+    spec = {
+        "network": config,
+        "labels": list(labels),
+        "preprocessing": preprocessing.to_dict(),
+        "settings": model_settings,
+        "multilabel": bool(multilabel),
+    }
     return write_model_files(folder, spec, network)
 
 
@@ -77,30 +93,56 @@ def _requirements(network_config: dict[str, Any]) -> list[str]:
     from datamint_lightning.networks.classifiers import PIP_PACKAGES
     from datamint_lightning.packaging.flavor import default_pip_requirements
 
-    return default_pip_requirements((PIP_PACKAGES.get(str(network_config.get("library", "torchvision")),
-                                                      "torchvision"),))
+    return default_pip_requirements(
+        (PIP_PACKAGES.get(str(network_config.get("library", "torchvision")), "torchvision"),)
+    )
 
 
-def log_classification(network, network_config: dict[str, Any], labels: list[str], preprocessing, run_id: str,
-                       multilabel: bool = False, input_example: Any = None, metadata: dict[str, Any] | None = None,
-                       model_settings: dict[str, Any] | None = None, registered_model_name: str | None = None):
+def log_classification(
+    network,
+    network_config: dict[str, Any],
+    labels: list[str],
+    preprocessing,
+    run_id: str,
+    multilabel: bool = False,
+    input_example: Any = None,
+    metadata: dict[str, Any] | None = None,
+    model_settings: dict[str, Any] | None = None,
+    registered_model_name: str | None = None,
+):
     """Log ``network`` to ``run_id`` as a Datamint classification model; returns MLflow's ``ModelInfo``."""
     from datamint_lightning.packaging.flavor import log_model
 
     labels = _checked_labels(labels)
     settings = classification_settings(preprocessing, model_settings)
     with tempfile.TemporaryDirectory() as folder:
-        artifacts = classification_artifacts(folder, network.eval().cpu(), network_config, labels, preprocessing,
-                                             settings, multilabel)
-        return log_model(model_class(multilabel)(), artifacts=artifacts, annotation_specs=category_specs(labels),
-                         model_settings=settings, run_id=run_id, metadata=metadata, input_example=input_example,
-                         pip_requirements=_requirements(network_config),
-                         registered_model_name=registered_model_name)
+        artifacts = classification_artifacts(
+            folder, network.eval().cpu(), network_config, labels, preprocessing, settings, multilabel
+        )
+        return log_model(
+            model_class(multilabel)(),
+            artifacts=artifacts,
+            annotation_specs=category_specs(labels),
+            model_settings=settings,
+            run_id=run_id,
+            metadata=metadata,
+            input_example=input_example,
+            pip_requirements=_requirements(network_config),
+            registered_model_name=registered_model_name,
+        )
 
 
-def save_classification(path: str | Path, network, network_config: dict[str, Any], labels: list[str], preprocessing,
-                        multilabel: bool = False, model_settings: dict[str, Any] | None = None,
-                        input_example: Any = None, metadata: dict[str, Any] | None = None) -> None:
+def save_classification(
+    path: str | Path,
+    network,
+    network_config: dict[str, Any],
+    labels: list[str],
+    preprocessing,
+    multilabel: bool = False,
+    model_settings: dict[str, Any] | None = None,
+    input_example: Any = None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
     """Save a torchvision/timm 2D classifier as a Datamint classification model directory (no run needed).
 
     ``network_config``: ``{"library": "torchvision" | "timm", "arch": ..., "in_channels": 1, ...}``;
@@ -111,14 +153,23 @@ def save_classification(path: str | Path, network, network_config: dict[str, Any
     labels = _checked_labels(labels)
     settings = classification_settings(preprocessing, model_settings)
     if input_example is None:
-        input_example = request_example(np.linspace(-200, 300, 32 * 32, dtype=np.float32).reshape(32, 32),
-                                        {"mode": "image"})
+        input_example = request_example(
+            np.linspace(-200, 300, 32 * 32, dtype=np.float32).reshape(32, 32), {"mode": "image"}
+        )
     with tempfile.TemporaryDirectory() as folder:
-        artifacts = classification_artifacts(folder, network.eval().cpu(), network_config, labels, preprocessing,
-                                             settings, multilabel)
-        save_model(model_class(multilabel)(), path, artifacts=artifacts, annotation_specs=category_specs(labels),
-                   model_settings=settings, pip_requirements=_requirements(network_config),
-                   input_example=input_example, metadata=metadata)
+        artifacts = classification_artifacts(
+            folder, network.eval().cpu(), network_config, labels, preprocessing, settings, multilabel
+        )
+        save_model(
+            model_class(multilabel)(),
+            path,
+            artifacts=artifacts,
+            annotation_specs=category_specs(labels),
+            model_settings=settings,
+            pip_requirements=_requirements(network_config),
+            input_example=input_example,
+            metadata=metadata,
+        )
 
 
 def network_scores(network, preprocessing, examples: list[Any], multilabel: bool) -> list[np.ndarray]:
@@ -129,8 +180,9 @@ def network_scores(network, preprocessing, examples: list[Any], multilabel: bool
     if not examples:
         return []
     inputs = [load_input(example, index) for index, example in enumerate(examples)]
-    probs = classify_slices(network.eval().cpu(), preprocessing, [i.array for i in inputs],
-                            [i.display_8bit for i in inputs], multilabel)
+    probs = classify_slices(
+        network.eval().cpu(), preprocessing, [i.array for i in inputs], [i.display_8bit for i in inputs], multilabel
+    )
     return list(probs)
 
 
@@ -152,6 +204,8 @@ def score_agreement(expected: list[np.ndarray], actual: list[np.ndarray], tolera
         return 0.0
     if not expected:
         return 1.0
-    same = [e.shape == a.shape and bool(np.all(np.abs(e - a) <= tolerance)) and int(np.argmax(e)) == int(np.argmax(a))
-            for e, a in zip(expected, actual)]
+    same = [
+        e.shape == a.shape and bool(np.all(np.abs(e - a) <= tolerance)) and int(np.argmax(e)) == int(np.argmax(a))
+        for e, a in zip(expected, actual)
+    ]
     return float(np.mean(same))

@@ -17,10 +17,10 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import metadata, util
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from datamint_lightning.errors import PackagingError
 
@@ -28,8 +28,12 @@ FLAVOR_NAME = "datamint"
 PACKAGE = "datamint_lightning"
 # What the bundled package needs to load a model and decode its inputs (pinned to the installed versions).
 BASE_REQUIREMENTS = ("torch", "safetensors", "numpy", "pillow", "pydicom", "nibabel", "pynrrd", "mlflow")
-NETWORK_REQUIREMENTS = {"smp": "segmentation-models-pytorch", "monai": "monai", "torchvision": "torchvision",
-                        "timm": "timm"}
+NETWORK_REQUIREMENTS = {
+    "smp": "segmentation-models-pytorch",
+    "monai": "monai",
+    "torchvision": "torchvision",
+    "timm": "timm",
+}
 PARAM_TYPES_FALLBACK = "string"
 
 
@@ -65,8 +69,11 @@ def default_signature(model=None):
 
     names = model.router.accepted_params() if model is not None else ["confidence_threshold", "batch_size"]
     specs = [ParamSpec("mode", "string", "default"), ParamSpec("mask_format", "string", None)]
-    specs += [ParamSpec(name, PARAM_TYPES.get(name, PARAM_TYPES_FALLBACK), None)
-              for name in names if name not in ("mode", "mask_format")]
+    specs += [
+        ParamSpec(name, PARAM_TYPES.get(name, PARAM_TYPES_FALLBACK), None)
+        for name in names
+        if name not in ("mode", "mask_format")
+    ]
     return ModelSignature(inputs=None, outputs=None, params=ParamSchema(specs))
 
 
@@ -76,14 +83,18 @@ def _instance(datamint_model: Any):
 
     model = datamint_model() if isinstance(datamint_model, type) else datamint_model
     if not isinstance(model, BaseDatamintModel):
-        raise PackagingError(f"save_model/log_model take a BaseDatamintModel (or DatamintModel) instance, got "
-                             f"{type(datamint_model).__name__}.")
+        raise PackagingError(
+            f"save_model/log_model take a BaseDatamintModel (or DatamintModel) instance, got "
+            f"{type(datamint_model).__name__}."
+        )
     cls = type(model)
     if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
         where = "in __main__ (a notebook or a script)" if cls.__module__ == "__main__" else "inside a function"
-        raise PackagingError(f"{cls.__qualname__} is defined {where}, so a loaded package could not import it. "
-                             f"Move the class to a module file (e.g. my_models.py), import it from there and save "
-                             f"again: that module is bundled with the package.")
+        raise PackagingError(
+            f"{cls.__qualname__} is defined {where}, so a loaded package could not import it. "
+            f"Move the class to a module file (e.g. my_models.py), import it from there and save "
+            f"again: that module is bundled with the package."
+        )
     return model
 
 
@@ -99,9 +110,11 @@ def _infer_task_type(model, task_type: Any, annotation_specs: list[dict[str, Any
         elif kinds == {"category"}:
             value = "image_classification"
     if value in (None, ""):
-        raise PackagingError(f"task_type of {type(model).__name__} is unset and cannot be inferred from its "
-                             f"annotation_specs; pass task_type=... or set {type(model).__name__}.task_type to one "
-                             f"of {[t.value for t in TaskType]}.")
+        raise PackagingError(
+            f"task_type of {type(model).__name__} is unset and cannot be inferred from its "
+            f"annotation_specs; pass task_type=... or set {type(model).__name__}.task_type to one "
+            f"of {[t.value for t in TaskType]}."
+        )
     try:
         return TaskType(getattr(value, "value", value)).value
     except ValueError:
@@ -117,8 +130,10 @@ def _supported_modes(model, requested: Sequence[str] | None, linked_modes: list[
     modes = [str(getattr(mode, "value", mode)) for mode in requested]
     for mode in modes:
         if mode not in available:
-            raise PackagingError(f"supported_modes entry {mode!r} is not implemented by {type(model).__name__}; "
-                                 f"it implements {available}.")
+            raise PackagingError(
+                f"supported_modes entry {mode!r} is not implemented by {type(model).__name__}; "
+                f"it implements {available}."
+            )
     return modes
 
 
@@ -181,21 +196,45 @@ def _requirements(model, module_folder: Path, extra: Sequence[str] | None) -> li
     return [*default_pip_requirements(libraries), *(extra or ())]
 
 
-def flavor_config(task_type: str, supported_modes: list[str], model_settings: dict[str, Any],
-                  linked_models: dict[str, str], annotation_specs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"task_type": task_type, "supported_modes": list(supported_modes), "model_settings": model_settings,
-            "linked_models": dict(linked_models), "annotation_specs": list(annotation_specs),
-            "datamint_version": package_version()}
+def flavor_config(
+    task_type: str,
+    supported_modes: list[str],
+    model_settings: dict[str, Any],
+    linked_models: dict[str, str],
+    annotation_specs: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "task_type": task_type,
+        "supported_modes": list(supported_modes),
+        "model_settings": model_settings,
+        "linked_models": dict(linked_models),
+        "annotation_specs": list(annotation_specs),
+        "datamint_version": package_version(),
+    }
 
 
-def save_model(datamint_model, path: str | os.PathLike, task_type=None, supported_modes: Sequence[str] | None = None,
-               data_path=None, code_paths: Sequence[str] | None = None, infer_code_paths: bool = False,
-               conda_env=None, mlflow_model=None, artifacts: dict[str, str] | None = None, signature=None,
-               input_example: Any = None, pip_requirements: Sequence[str] | None = None,
-               extra_pip_requirements: Sequence[str] | None = None, metadata: dict[str, Any] | None = None,
-               model_config: dict[str, Any] | None = None, streamable: bool | None = None,
-               annotation_specs: list[dict[str, Any]] | None = None, model_settings: dict[str, Any] | None = None,
-               **kwargs) -> None:
+def save_model(
+    datamint_model,
+    path: str | os.PathLike,
+    task_type=None,
+    supported_modes: Sequence[str] | None = None,
+    data_path=None,
+    code_paths: Sequence[str] | None = None,
+    infer_code_paths: bool = False,
+    conda_env=None,
+    mlflow_model=None,
+    artifacts: dict[str, str] | None = None,
+    signature=None,
+    input_example: Any = None,
+    pip_requirements: Sequence[str] | None = None,
+    extra_pip_requirements: Sequence[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+    streamable: bool | None = None,
+    annotation_specs: list[dict[str, Any]] | None = None,
+    model_settings: dict[str, Any] | None = None,
+    **kwargs,
+) -> None:
     """Save ``datamint_model`` (a ``BaseDatamintModel`` instance) as a Datamint model directory at ``path``.
 
     ``task_type`` and ``supported_modes`` default to the model's (``supported_modes`` checked against the modes
@@ -225,9 +264,13 @@ def save_model(datamint_model, path: str | os.PathLike, task_type=None, supporte
         folder = Path(folder)
         linked_root, linked_modes = _copy_linked_models(model, folder)
         state, module_artifacts = capture_state(model, folder)
-        config = flavor_config(_infer_task_type(model, task_type, specs),
-                               _supported_modes(model, supported_modes, linked_modes), model.settings.to_dict(),
-                               getattr(model, "linked_models_uri", {}), specs)
+        config = flavor_config(
+            _infer_task_type(model, task_type, specs),
+            _supported_modes(model, supported_modes, linked_modes),
+            model.settings.to_dict(),
+            getattr(model, "linked_models_uri", {}),
+            specs,
+        )
         all_artifacts = {**(artifacts or {}), **module_artifacts}
         if linked_root is not None:
             all_artifacts[model.LINKED_MODELS_DIR] = str(linked_root)
@@ -239,25 +282,45 @@ def save_model(datamint_model, path: str | os.PathLike, task_type=None, supporte
             pip_requirements = _requirements(model, folder, extra_pip_requirements)
         elif pip_requirements is not None:
             pip_requirements = [*pip_requirements, *(extra_pip_requirements or ())]
-        mlflow.pyfunc.save_model(path, python_model=str(script), artifacts=all_artifacts or None,
-                                 code_paths=_code_paths(model, code_paths), mlflow_model=mlflow_model,
-                                 signature=signature or default_signature(model), conda_env=conda_env,
-                                 model_config=copy.deepcopy({**config, "device": None, **(model_config or {})}),
-                                 pip_requirements=pip_requirements, metadata=metadata, streamable=streamable,
-                                 **kwargs)
+        mlflow.pyfunc.save_model(
+            path,
+            python_model=str(script),
+            artifacts=all_artifacts or None,
+            code_paths=_code_paths(model, code_paths),
+            mlflow_model=mlflow_model,
+            signature=signature or default_signature(model),
+            conda_env=conda_env,
+            model_config=copy.deepcopy({**config, "device": None, **(model_config or {})}),
+            pip_requirements=pip_requirements,
+            metadata=metadata,
+            streamable=streamable,
+            **kwargs,
+        )
     if input_example is not None:
         _save_example(mlflow_model, input_example, str(path))
     mlflow_model.add_flavor(FLAVOR_NAME, **config)
     mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
-def log_model(datamint_model, task_type=None, supported_modes: Sequence[str] | None = None,
-              name: str = "datamint_model", data_path=None, code_paths: Sequence[str] | None = None,
-              infer_code_paths: bool = False, artifacts: dict[str, str] | None = None,
-              registered_model_name: str | None = None, signature=None, input_example: Any = None,
-              pip_requirements: Sequence[str] | None = None, extra_pip_requirements: Sequence[str] | None = None,
-              metadata: dict[str, Any] | None = None, model_config: dict[str, Any] | None = None,
-              run_id: str | None = None, **kwargs):
+def log_model(
+    datamint_model,
+    task_type=None,
+    supported_modes: Sequence[str] | None = None,
+    name: str = "datamint_model",
+    data_path=None,
+    code_paths: Sequence[str] | None = None,
+    infer_code_paths: bool = False,
+    artifacts: dict[str, str] | None = None,
+    registered_model_name: str | None = None,
+    signature=None,
+    input_example: Any = None,
+    pip_requirements: Sequence[str] | None = None,
+    extra_pip_requirements: Sequence[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    model_config: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    **kwargs,
+):
     """Log ``datamint_model`` to a run (MLflow 3 ``name=``; ``run_id`` defaults to the active run); returns
     MLflow's ``ModelInfo``. Other arguments as in ``save_model``."""
     from mlflow import MlflowClient
@@ -267,15 +330,32 @@ def log_model(datamint_model, task_type=None, supported_modes: Sequence[str] | N
     if run_id:  # MLflow would file the LoggedModel under the active experiment, not the run's
         client = MlflowClient()
         experiment_id = client.get_run(run_id).info.experiment_id
-        model_id = client.create_logged_model(experiment_id, name=name, source_run_id=run_id,
-                                              tags={"mlflow.datamint.flavor": FLAVOR_NAME}).model_id
-    return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__],
-                     registered_model_name=registered_model_name, run_id=run_id, model_id=model_id,
-                     datamint_model=_instance(datamint_model), task_type=task_type, supported_modes=supported_modes,
-                     data_path=data_path, code_paths=code_paths, infer_code_paths=infer_code_paths,
-                     artifacts=artifacts, signature=signature, input_example=input_example,
-                     pip_requirements=pip_requirements, extra_pip_requirements=extra_pip_requirements,
-                     metadata=metadata, model_config=model_config, validate_serving_input=False, **kwargs)
+        model_id = client.create_logged_model(
+            experiment_id, name=name, source_run_id=run_id, tags={"mlflow.datamint.flavor": FLAVOR_NAME}
+        ).model_id
+    return Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=sys.modules[__name__],
+        registered_model_name=registered_model_name,
+        run_id=run_id,
+        model_id=model_id,
+        datamint_model=_instance(datamint_model),
+        task_type=task_type,
+        supported_modes=supported_modes,
+        data_path=data_path,
+        code_paths=code_paths,
+        infer_code_paths=infer_code_paths,
+        artifacts=artifacts,
+        signature=signature,
+        input_example=input_example,
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        metadata=metadata,
+        model_config=model_config,
+        validate_serving_input=False,
+        **kwargs,
+    )
 
 
 def load_model(model_uri: str, device: str | None = None, dst_path: str | Path | None = None):
@@ -288,8 +368,11 @@ def load_model(model_uri: str, device: str | None = None, dst_path: str | Path |
     """
     import mlflow.pyfunc
 
-    pyfunc = mlflow.pyfunc.load_model(model_uri, model_config={"device": device} if device else None,
-                                      dst_path=None if dst_path is None else str(dst_path))
+    pyfunc = mlflow.pyfunc.load_model(
+        model_uri,
+        model_config={"device": device} if device else None,
+        dst_path=None if dst_path is None else str(dst_path),
+    )
     return pyfunc.unwrap_python_model()
 
 

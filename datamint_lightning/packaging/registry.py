@@ -29,8 +29,9 @@ def validate_model_name(name: str) -> None:
     try:
         _validate_model_name(name)
     except MlflowException as error:
-        raise ConfigError(f"packaging.registered_model_name={name!r} is not a valid MLflow registered model "
-                          f"name: {error.message}") from None
+        raise ConfigError(
+            f"packaging.registered_model_name={name!r} is not a valid MLflow registered model name: {error.message}"
+        ) from None
 
 
 def beats(score: float | None, champion_score: float | None, mode: str, policy: str) -> tuple[bool, str]:
@@ -48,9 +49,19 @@ def beats(score: float | None, champion_score: float | None, mode: str, policy: 
     return better or tie, f"{score:.6g} vs champion {champion_score:.6g} ({mode}, {policy})"
 
 
-def register(tracking_uri: str, model_uri: str, model_id: str | None, name: str, tags: dict[str, str],
-             score: float | None = None, mode: str = "max", metric: str = "score", policy: str = "better",
-             run_id: str | None = None, description: str | None = None) -> RegisteredVersion:
+def register(
+    tracking_uri: str,
+    model_uri: str,
+    model_id: str | None,
+    name: str,
+    tags: dict[str, str],
+    score: float | None = None,
+    mode: str = "max",
+    metric: str = "score",
+    policy: str = "better",
+    run_id: str | None = None,
+    description: str | None = None,
+) -> RegisteredVersion:
     """Register ``model_uri`` under ``name`` with ``tags`` and the ``score`` on ``metric``; move ``champion`` when
     ``beats`` says so (a champion scored on another metric counts as not comparable).
 
@@ -61,8 +72,11 @@ def register(tracking_uri: str, model_uri: str, model_id: str | None, name: str,
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-    scored = {"champion.metric": metric, "champion.mode": mode,
-              **({"score": f"{score:.6g}"} if score is not None else {})}
+    scored = {
+        "champion.metric": metric,
+        "champion.mode": mode,
+        **({"score": f"{score:.6g}"} if score is not None else {}),
+    }
     all_tags = {**tags, **scored, **({"datamint.logged_model_id": model_id} if model_id else {})}
     try:
         _ensure_registered_model(client, name)
@@ -70,8 +84,9 @@ def register(tracking_uri: str, model_uri: str, model_id: str | None, name: str,
         if version is None:
             # the logged model's own location: resolving models:/<id> would ask MLflow's global store instead
             source = client.get_logged_model(model_id).artifact_location if model_id else model_uri
-            version = client.create_model_version(name, source, run_id=run_id, tags=all_tags,
-                                                  description=description, model_id=model_id)
+            version = client.create_model_version(
+                name, source, run_id=run_id, tags=all_tags, description=description, model_id=model_id
+            )
         else:
             for key, value in all_tags.items():
                 client.set_model_version_tag(name, version.version, key, value)

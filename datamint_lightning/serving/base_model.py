@@ -56,8 +56,10 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "predict" in vars(cls):
-            raise TypeError(f"{cls.__name__} overrides predict(); implement predict_default and "
-                            "@prediction_mode handlers instead (predict routes by params['mode']).")
+            raise TypeError(
+                f"{cls.__name__} overrides predict(); implement predict_default and "
+                "@prediction_mode handlers instead (predict routes by params['mode'])."
+            )
 
     def __init__(self, settings: ModelSettings | dict[str, Any] | None = None):
         self._settings = ModelSettings.coerce(settings)
@@ -97,8 +99,9 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
         config = dict(getattr(context, "model_config", None) or {})
         self._inference_device = inference_device(config.get("device"))
         if self.settings.need_gpu and not self._inference_device.startswith("cuda"):
-            logger.warning("This model was saved with need_gpu=true but runs on %s; expect slow inference.",
-                           self._inference_device)
+            logger.warning(
+                "This model was saved with need_gpu=true but runs on %s; expect slow inference.", self._inference_device
+            )
         restore_modules(self, dict(getattr(context, "artifacts", None) or {}))
         self.to_device()
 
@@ -117,8 +120,9 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
     def predict_image(self, model_input: list[Any], **kwargs: Any) -> list[list[dict[str, Any]]]:
         raise PredictionError(f"{type(self).__name__} does not implement mode 'image'.")
 
-    def predict_slice(self, model_input: list[Any], slice_index: int, axis: Any = 0,
-                      **kwargs: Any) -> list[list[dict[str, Any]]]:
+    def predict_slice(
+        self, model_input: list[Any], slice_index: int, axis: Any = 0, **kwargs: Any
+    ) -> list[list[dict[str, Any]]]:
         raise PredictionError(f"{type(self).__name__} does not implement mode 'slice'.")
 
     def predict_volume(self, model_input: list[Any], **kwargs: Any) -> list[list[dict[str, Any]]]:
@@ -138,10 +142,12 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
             inputs = self.decode_inputs(model_input)
             results = self.router.dispatch(inputs, params)
             if not isinstance(results, list) or len(results) != len(inputs):
-                raise RuntimeError(f"{type(self).__name__} mode {params.get('mode', 'default')!r} returned "
-                                   f"{type(results).__name__} of "
-                                   f"{len(results) if isinstance(results, list) else '?'} items for "
-                                   f"{len(inputs)} inputs.")
+                raise RuntimeError(
+                    f"{type(self).__name__} mode {params.get('mode', 'default')!r} returned "
+                    f"{type(results).__name__} of "
+                    f"{len(results) if isinstance(results, list) else '?'} items for "
+                    f"{len(inputs)} inputs."
+                )
             return jsonable(results, mask_format)
         except InputTooLarge as error:
             raise InvalidRequest(str(error), status=413) from error
@@ -157,7 +163,6 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
     def decode_inputs(self, model_input: Any) -> list[Any]:
         """A list of ``ImageInput``/``VolumeInput`` from a list of items or a single item (see ``inputs.py``)."""
         from datamint_lightning.serving.decode import load_input, split_items
-
         from datamint_lightning.serving.rest import check_request_size
 
         items = split_items(model_input)

@@ -11,9 +11,15 @@ from datamint_lightning.data.preprocessing import Preprocessing
 
 
 @torch.inference_mode()
-def classify_slices(network: torch.nn.Module, preprocessing: Preprocessing, slices: list[np.ndarray],
-                    display_8bit: list[bool], multilabel: bool = False, batch_size: int = 16,
-                    device: torch.device | str = "cpu") -> np.ndarray:
+def classify_slices(
+    network: torch.nn.Module,
+    preprocessing: Preprocessing,
+    slices: list[np.ndarray],
+    display_8bit: list[bool],
+    multilabel: bool = False,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """2D slices (any sizes: each is resized by ``preprocessing``) to class probabilities (N, K) float32.
 
     Softmax for multi-class, sigmoid for multi-label. Slices are prepared one by one (so mixed sizes and
@@ -23,13 +29,19 @@ def classify_slices(network: torch.nn.Module, preprocessing: Preprocessing, slic
     prepared = torch.cat([preprocessing.prepare(s[None], d) for s, d in zip(slices, display_8bit)]).float()
     outputs = []
     for start in range(0, len(prepared), batch_size):
-        logits = network(prepared[start:start + batch_size].to(device)).float()
+        logits = network(prepared[start : start + batch_size].to(device)).float()
         outputs.append((logits.sigmoid() if multilabel else logits.softmax(dim=1)).cpu().numpy())
     return np.concatenate(outputs)
 
 
-def category_annotations(probs: np.ndarray, labels: list[str], multilabel: bool, threshold: float | None,
-                         scope: str, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def category_annotations(
+    probs: np.ndarray,
+    labels: list[str],
+    multilabel: bool,
+    threshold: float | None,
+    scope: str,
+    extra: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """``category`` annotations for one slice's probabilities (K,).
 
     Multi-class: the top label (dropped when below an explicit ``threshold``). Multi-label: every label whose
@@ -41,5 +53,14 @@ def category_annotations(probs: np.ndarray, labels: list[str], multilabel: bool,
     else:
         top = int(np.argmax(probs))
         chosen = [top] if threshold is None or probs[top] >= threshold else []
-    return [{"type": "category", "identifier": labels[i], "confidence": float(probs[i]), "scores": scores,
-             "scope": scope, **(extra or {})} for i in chosen]
+    return [
+        {
+            "type": "category",
+            "identifier": labels[i],
+            "confidence": float(probs[i]),
+            "scores": scores,
+            "scope": scope,
+            **(extra or {}),
+        }
+        for i in chosen
+    ]

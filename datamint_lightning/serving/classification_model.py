@@ -19,8 +19,13 @@ from datamint_lightning.serving.datamint_model import DatamintModel
 from datamint_lightning.serving.enums import PredictionMode, TaskType
 from datamint_lightning.serving.inputs import ImageInput
 from datamint_lightning.serving.modes import prediction_mode
-from datamint_lightning.serving.segmentation_model import (SPEC_ARTIFACT, WEIGHTS_ARTIFACT, Annotations,
-                                                           resolve_batch_size, resolve_threshold)
+from datamint_lightning.serving.segmentation_model import (
+    SPEC_ARTIFACT,
+    WEIGHTS_ARTIFACT,
+    Annotations,
+    resolve_batch_size,
+    resolve_threshold,
+)
 from datamint_lightning.serving.slicing import check_axis, check_index, require_volume, slice_stack
 
 COMMON_PARAMS = ("confidence_threshold", "threshold", "batch_size")
@@ -41,8 +46,10 @@ class DatamintClassificationModel(DatamintModel):
 
         self.spec = json.loads(Path(context.artifacts[SPEC_ARTIFACT]).read_text())
         if bool(self.spec.get("multilabel", False)) != self.multilabel:
-            raise PackagingError(f"The saved classifier has multilabel={self.spec.get('multilabel')} but is "
-                                 f"loaded as {type(self).__name__}.")
+            raise PackagingError(
+                f"The saved classifier has multilabel={self.spec.get('multilabel')} but is "
+                f"loaded as {type(self).__name__}."
+            )
         self.labels: list[str] = list(self.spec["labels"])
         self.preprocessing = Preprocessing.from_dict(self.spec["preprocessing"])
         self.settings = ModelSettings.from_dict(self.spec.get("settings") or self.settings.to_dict())
@@ -55,11 +62,24 @@ class DatamintClassificationModel(DatamintModel):
     def _classify(self, slices: list[np.ndarray], display_8bit: list[bool], batch_size: Any) -> np.ndarray:
         from datamint_lightning.serving.classification import classify_slices
 
-        return classify_slices(self.network, self.preprocessing, slices, display_8bit, self.multilabel,
-                               resolve_batch_size(self.settings, batch_size), self.inference_device)
+        return classify_slices(
+            self.network,
+            self.preprocessing,
+            slices,
+            display_8bit,
+            self.multilabel,
+            resolve_batch_size(self.settings, batch_size),
+            self.inference_device,
+        )
 
-    def _annotate(self, probs: np.ndarray, scope: str, threshold: float | None,
-                  extra: dict[str, Any] | None = None, display_8bit: bool = False) -> list[dict[str, Any]]:
+    def _annotate(
+        self,
+        probs: np.ndarray,
+        scope: str,
+        threshold: float | None,
+        extra: dict[str, Any] | None = None,
+        display_8bit: bool = False,
+    ) -> list[dict[str, Any]]:
         from datamint_lightning.serving.classification import category_annotations
         from datamint_lightning.serving.segmentation import with_warning
 
@@ -67,45 +87,58 @@ class DatamintClassificationModel(DatamintModel):
         return with_warning(annotations, self.preprocessing.mismatch(display_8bit))
 
     @prediction_mode(PredictionMode.IMAGE, param_keys=COMMON_PARAMS, fallback_to_default=False)
-    def predict_image(self, inputs: list[Any], confidence_threshold=None, threshold=None,
-                      batch_size=None) -> Annotations:
+    def predict_image(
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None
+    ) -> Annotations:
         """2D images of any size, classified in batches."""
         threshold = self._threshold(confidence_threshold, threshold)
         for item in inputs:
             if not isinstance(item, ImageInput):
-                raise PredictionError(f"Mode 'image' takes 2D images; {item.source} is a volume of shape "
-                                      f"{item.array.shape}. Use mode 'volume' or 'slice'.")
+                raise PredictionError(
+                    f"Mode 'image' takes 2D images; {item.source} is a volume of shape "
+                    f"{item.array.shape}. Use mode 'volume' or 'slice'."
+                )
         probs = self._classify([i.array for i in inputs], [i.display_8bit for i in inputs], batch_size)
         return [self._annotate(p, "image", threshold, display_8bit=i.display_8bit) for p, i in zip(probs, inputs)]
 
-    @prediction_mode(PredictionMode.SLICE, param_keys=(*COMMON_PARAMS, "slice_index", "axis"),
-                     fallback_to_default=False)
-    def predict_slice(self, inputs: list[Any], slice_index, confidence_threshold=None, threshold=None,
-                      batch_size=None, axis=0) -> Annotations:
+    @prediction_mode(
+        PredictionMode.SLICE, param_keys=(*COMMON_PARAMS, "slice_index", "axis"), fallback_to_default=False
+    )
+    def predict_slice(
+        self, inputs: list[Any], slice_index, confidence_threshold=None, threshold=None, batch_size=None, axis=0
+    ) -> Annotations:
         """One slice (``slice_index`` along ``axis``) of each volume, batched across the volumes."""
         threshold, axis = self._threshold(confidence_threshold, threshold), check_axis(axis)
         indices = [check_index(slice_index, require_volume(item, "slice"), axis) for item in inputs]
         slices = [slice_stack(item.array, axis, [index])[0] for item, index in zip(inputs, indices)]
         probs = self._classify(slices, [False] * len(slices), batch_size)
-        return [self._annotate(p, "slice", threshold, {"slice_index": index, "axis": axis})
-                for p, index in zip(probs, indices)]
+        return [
+            self._annotate(p, "slice", threshold, {"slice_index": index, "axis": axis})
+            for p, index in zip(probs, indices)
+        ]
 
     @prediction_mode(PredictionMode.VOLUME, param_keys=(*COMMON_PARAMS, "axis"), fallback_to_default=False)
-    def predict_volume(self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None,
-                       axis=0) -> Annotations:
+    def predict_volume(
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0
+    ) -> Annotations:
         """Every slice along ``axis``: each slice's annotations, tagged with its ``slice_index``."""
         threshold, axis = self._threshold(confidence_threshold, threshold), check_axis(axis)
         results = []
         for item in inputs:
             stack = slice_stack(require_volume(item, "volume").array, axis)
             probs = self._classify(list(stack), [False] * len(stack), batch_size)
-            results.append([annotation for index, p in enumerate(probs)
-                            for annotation in self._annotate(p, "slice", threshold, {"slice_index": index,
-                                                                                     "axis": axis})])
+            results.append(
+                [
+                    annotation
+                    for index, p in enumerate(probs)
+                    for annotation in self._annotate(p, "slice", threshold, {"slice_index": index, "axis": axis})
+                ]
+            )
         return results
 
-    def predict_default(self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None,
-                        axis=0) -> Annotations:
+    def predict_default(
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0
+    ) -> Annotations:
         """Mixed images and volumes: images as in ``image``, volumes as in ``volume``."""
         common = {"confidence_threshold": confidence_threshold, "threshold": threshold, "batch_size": batch_size}
         images = [i for i, item in enumerate(inputs) if isinstance(item, ImageInput)]

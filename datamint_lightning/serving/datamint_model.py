@@ -46,16 +46,22 @@ class DatamintModel(BaseDatamintModel):
     LINKED_MODELS_DIR: ClassVar[str] = "linked_models"
     transient_attributes: ClassVar[tuple[str, ...]] = ("_mlflow_models", "_mlflow_torch_models")
 
-    def __init__(self, settings: ModelSettings | dict[str, Any] | None = None,
-                 mlflow_torch_models_uri: dict[str, str] | None = None,
-                 mlflow_models_uri: dict[str, str] | None = None, torch_model: Any = None):
+    def __init__(
+        self,
+        settings: ModelSettings | dict[str, Any] | None = None,
+        mlflow_torch_models_uri: dict[str, str] | None = None,
+        mlflow_models_uri: dict[str, str] | None = None,
+        torch_model: Any = None,
+    ):
         super().__init__(settings)
         self._mlflow_torch_models_uri = dict(mlflow_torch_models_uri or {})
         self._mlflow_models_uri = dict(mlflow_models_uri or {})
         shared = sorted(set(self._mlflow_models_uri) & set(self._mlflow_torch_models_uri))
         if shared:
-            raise PackagingError(f"Linked model names {shared} are in both mlflow_models_uri and "
-                                 "mlflow_torch_models_uri; give each linked model one name.")
+            raise PackagingError(
+                f"Linked model names {shared} are in both mlflow_models_uri and "
+                "mlflow_torch_models_uri; give each linked model one name."
+            )
         for name, uri in {**self._mlflow_models_uri, **self._mlflow_torch_models_uri}.items():
             if not isinstance(uri, str) or not uri:
                 raise PackagingError(f"Linked model {name!r} must be an MLflow model URI (str), got {uri!r}.")
@@ -102,12 +108,15 @@ class DatamintModel(BaseDatamintModel):
         for attribute in ("_mlflow_models", "_mlflow_torch_models"):
             if self.__dict__.get(attribute) is None:
                 setattr(self, attribute, {})
-        for uris, loaded, torch_flavor in ((self.mlflow_models_uri, self._mlflow_models, False),
-                                           (self.mlflow_torch_models_uri, self._mlflow_torch_models, True)):
+        for uris, loaded, torch_flavor in (
+            (self.mlflow_models_uri, self._mlflow_models, False),
+            (self.mlflow_torch_models_uri, self._mlflow_torch_models, True),
+        ):
             for name, uri in uris.items():
                 if name not in loaded:
-                    loaded[name] = load_linked_model(name, uri, self.inference_device, torch_flavor,
-                                                     local_dir / name if local_dir else None)
+                    loaded[name] = load_linked_model(
+                        name, uri, self.inference_device, torch_flavor, local_dir / name if local_dir else None
+                    )
                     if not torch_flavor and hasattr(loaded[name], "unwrap_python_model"):
                         linked = loaded[name].unwrap_python_model()
                         if isinstance(linked, BaseDatamintModel):

@@ -21,8 +21,10 @@ def split_items(model_input: Any) -> list[Any]:
     if dtype is not None and (dtype == object or dtype.kind in "US") and getattr(model_input, "ndim", 0) == 1:
         return list(model_input)
     if type(model_input).__name__ == "DataFrame":
-        raise PredictionError("Inputs as a table are not supported; send {\"inputs\": [...]} with paths, arrays "
-                              "or input dicts (see datamint_lightning.serving.rest).")
+        raise PredictionError(
+            'Inputs as a table are not supported; send {"inputs": [...]} with paths, arrays '
+            "or input dicts (see datamint_lightning.serving.rest)."
+        )
     return [model_input]
 
 
@@ -38,5 +40,6 @@ def load_input(item: Any, index: int = 0) -> ImageInput | VolumeInput:
         return load_resource(item, index)
     if isinstance(item, np.ndarray) or hasattr(item, "__array__"):
         return from_array(np.asarray(item), f"input[{index}] (array)")
-    raise PredictionError(f"input[{index}] is a {type(item).__name__}; expected a file path, a numpy array, "
-                          "a Resource or an input dict.")
+    raise PredictionError(
+        f"input[{index}] is a {type(item).__name__}; expected a file path, a numpy array, a Resource or an input dict."
+    )

@@ -74,8 +74,10 @@ def load_resource(resource: Any, index: int) -> ImageInput | VolumeInput:
     if not path.is_absolute() and root:
         path = Path(root) / path
     if not path.exists():
-        raise PredictionError(f"input[{index}] is Resource {resource.id} whose file {resource.image} is not found; "
-                              "pass project.path(resource.image) instead.")
+        raise PredictionError(
+            f"input[{index}] is Resource {resource.id} whose file {resource.image} is not found; "
+            "pass project.path(resource.image) instead."
+        )
     loaded = load_path(path)
     if isinstance(loaded, VolumeInput) and loaded.spacing is None and resource.spacing:
         return replace(loaded, spacing=check_spacing(resource.spacing, loaded.source))

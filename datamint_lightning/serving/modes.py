@@ -10,8 +10,9 @@ supported ones (the SDK silently falls back to ``predict_default``).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from datamint_lightning.errors import PredictionError
 from datamint_lightning.serving.enums import PredictionMode
@@ -20,8 +21,15 @@ MODE_ATTRIBUTE = "_datamint_prediction_mode"
 
 # MLflow signature types of the params handlers may declare (unknown keys are sent as strings).
 PARAM_TYPES: dict[str, str] = {
-    "confidence_threshold": "double", "threshold": "double", "batch_size": "long", "slice_index": "long",
-    "axis": "long", "slice_start": "long", "slice_stop": "long", "model_name": "string", "prompts": "string",
+    "confidence_threshold": "double",
+    "threshold": "double",
+    "batch_size": "long",
+    "slice_index": "long",
+    "axis": "long",
+    "slice_start": "long",
+    "slice_stop": "long",
+    "model_name": "string",
+    "prompts": "string",
     "log_predictions": "boolean",
 }
 
@@ -49,8 +57,9 @@ def _mode(mode: str | PredictionMode) -> PredictionMode:
         raise ValueError(f"{mode!r} is not a PredictionMode; use one of {[m.value for m in PredictionMode]}.") from None
 
 
-def prediction_mode(mode: str | PredictionMode, *, param_keys: tuple[str, ...] | list[str] = (),
-                    fallback_to_default: bool = True) -> Callable:
+def prediction_mode(
+    mode: str | PredictionMode, *, param_keys: tuple[str, ...] | list[str] = (), fallback_to_default: bool = True
+) -> Callable:
     """Register the decorated method as the handler of ``mode``; it receives only the params in ``param_keys``.
 
     With ``fallback_to_default``, a handler that raises ``ModeNotApplicable`` hands the request to
@@ -78,8 +87,11 @@ def _signature_keys(method: Callable) -> tuple[str, ...] | None:
 
 
 def _required(method: Callable) -> list[str]:
-    return [p.name for p in _keywords(method)
-            if p.default is inspect.Parameter.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [
+        p.name
+        for p in _keywords(method)
+        if p.default is inspect.Parameter.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 class PredictionRouter:
@@ -101,10 +113,14 @@ class PredictionRouter:
                 if spec is not None:
                     found[spec.mode] = (name, spec)
                     decorated.add(spec.mode)
-                elif (name.startswith("predict_") and name[len("predict_"):] in modes and callable(value)
-                      and not (base_class is not None and vars(base_class).get(name) is value)
-                      and PredictionMode(name[len("predict_"):]) not in decorated):
-                    found[PredictionMode(name[len("predict_"):])] = (name, ModeSpec(PredictionMode(name[8:]), None))
+                elif (
+                    name.startswith("predict_")
+                    and name[len("predict_") :] in modes
+                    and callable(value)
+                    and not (base_class is not None and vars(base_class).get(name) is value)
+                    and PredictionMode(name[len("predict_") :]) not in decorated
+                ):
+                    found[PredictionMode(name[len("predict_") :])] = (name, ModeSpec(PredictionMode(name[8:]), None))
         found.setdefault(PredictionMode.DEFAULT, ("predict_default", ModeSpec(PredictionMode.DEFAULT, None)))
         registry: Registry = {}
         for mode in PredictionMode:
@@ -139,8 +155,9 @@ class PredictionRouter:
         when the model has those handlers."""
         value = str(getattr(mode, "value", mode) or PredictionMode.DEFAULT.value)
         if value not in self.supported_modes():
-            raise PredictionError(f"Prediction mode {value!r} is not supported by this model; "
-                                  f"supported modes: {self.supported_modes()}.")
+            raise PredictionError(
+                f"Prediction mode {value!r} is not supported by this model; supported modes: {self.supported_modes()}."
+            )
         if value != PredictionMode.DEFAULT.value or not inputs:
             return PredictionMode(value)
         from datamint_lightning.serving.inputs import ImageInput, VolumeInput
@@ -152,12 +169,15 @@ class PredictionRouter:
 
     def _params(self, mode: PredictionMode, params: dict[str, Any]) -> dict[str, Any]:
         method, spec = self._registry[mode]
-        selected = dict(params) if spec.param_keys is None else {k: v for k, v in params.items()
-                                                                 if k in spec.param_keys}
+        selected = (
+            dict(params) if spec.param_keys is None else {k: v for k, v in params.items() if k in spec.param_keys}
+        )
         missing = [name for name in _required(method) if name not in selected]
         if missing:
-            raise PredictionError(f"Mode {mode.value!r} needs the param(s) {missing} (accepted params: "
-                                  f"{list(spec.param_keys) if spec.param_keys is not None else 'any'}).")
+            raise PredictionError(
+                f"Mode {mode.value!r} needs the param(s) {missing} (accepted params: "
+                f"{list(spec.param_keys) if spec.param_keys is not None else 'any'})."
+            )
         return selected
 
     def dispatch(self, model_input: list, params: dict[str, Any]) -> list:

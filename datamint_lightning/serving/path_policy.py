@@ -38,9 +38,11 @@ def allowed_path(value: str | Path, source: str, served: bool | None = None) -> 
         return Path(value)
     base = input_root()
     if base is None:
-        raise PredictionError(f"{source}: file path inputs are disabled on this server; send the file as "
-                              f"{{\"data\": <base64>, \"mime_type\": ...}} or an array (the server's operator can "
-                              f"set {PATH_ROOT_ENV} to a folder inputs may be read from).")
+        raise PredictionError(
+            f"{source}: file path inputs are disabled on this server; send the file as "
+            f'{{"data": <base64>, "mime_type": ...}} or an array (the server\'s operator can '
+            f"set {PATH_ROOT_ENV} to a folder inputs may be read from)."
+        )
     path = (base / value).resolve()  # an absolute value replaces base; links are followed before the check
     if not path.is_relative_to(base):
         raise PredictionError(f"{source}: path {str(value)!r} is not inside the server's input folder.")

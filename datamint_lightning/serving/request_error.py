@@ -39,5 +39,6 @@ class ServerFailure(_FirstMessage):
     """An unexpected error while serving: HTTP 500 with a fixed message (the details go to the server log)."""
 
     def __init__(self):
-        MlflowException.__init__(self, "The model failed on this request; the details are in the server log.",
-                                 error_code=INTERNAL_ERROR)
+        MlflowException.__init__(
+            self, "The model failed on this request; the details are in the server log.", error_code=INTERNAL_ERROR
+        )

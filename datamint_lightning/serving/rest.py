@@ -36,13 +36,24 @@ import numpy as np
 from datamint_lightning.data.limits import check, limit
 from datamint_lightning.errors import DataError, InputTooLarge, PredictionError
 from datamint_lightning.serving.inputs import ImageInput, VolumeInput, check_spacing, from_array, load_path
-from datamint_lightning.serving.path_policy import (PATH_ROOT_ENV, allowed_path, hide_folder, input_root,
-                                                     serving_requests)
+from datamint_lightning.serving.path_policy import (
+    allowed_path,
+    hide_folder,
+    input_root,
+    serving_requests,
+)
 
 MIME_SUFFIXES = {
-    "image/png": ".png", "image/jpeg": ".jpg", "image/jpg": ".jpg", "image/tiff": ".tif", "image/bmp": ".bmp",
-    "application/dicom": ".dcm", "application/x-nifti": ".nii", "application/nifti": ".nii",
-    "application/x-nrrd": ".nrrd", "application/zip": ".zip",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",
+    "image/tiff": ".tif",
+    "image/bmp": ".bmp",
+    "application/dicom": ".dcm",
+    "application/x-nifti": ".nii",
+    "application/nifti": ".nii",
+    "application/x-nrrd": ".nrrd",
+    "application/zip": ".zip",
 }
 ARRAY_DTYPES = ("uint8", "int8", "uint16", "int16", "int32", "float32", "float64")
 ITEM_KEYS = ("data", "array", "array_b64", "path")
@@ -138,8 +149,9 @@ def _raw_array(item: dict[str, Any], source: str) -> np.ndarray:
     raw = _b64(item["array_b64"], f"{source}.array_b64")
     expected = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape.size else -1
     if len(raw) != expected:
-        raise PredictionError(f"{source}.array_b64 holds {len(raw)} bytes; shape {shape.tolist()} of {dtype} "
-                              f"needs {expected}.")
+        raise PredictionError(
+            f"{source}.array_b64 holds {len(raw)} bytes; shape {shape.tolist()} of {dtype} needs {expected}."
+        )
     return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
 
@@ -166,8 +178,11 @@ def _unzip(archive: Path, target: Path, source: str) -> Path:
         with zipfile.ZipFile(archive) as bundle:
             members = [m for m in bundle.infolist() if not m.is_dir()]
             check("DATAMINT_MAX_ARCHIVE_MEMBERS", len(members), f"{source}: the zip's member count")
-            check("DATAMINT_MAX_DECOMPRESSED_BYTES", sum(m.file_size for m in members),
-                  f"{source}: the zip's unzipped size in bytes")
+            check(
+                "DATAMINT_MAX_DECOMPRESSED_BYTES",
+                sum(m.file_size for m in members),
+                f"{source}: the zip's unzipped size in bytes",
+            )
             for member in members:
                 parts = PurePosixPath(member.filename.replace("\\", "/")).parts
                 if not parts or member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
@@ -178,9 +193,11 @@ def _unzip(archive: Path, target: Path, source: str) -> Path:
                     while block := stream.read(1 << 20):
                         budget -= len(block)
                         if budget < 0:
-                            raise InputTooLarge(f"{source}: the zip unzips to more than "
-                                                f"{limit('DATAMINT_MAX_DECOMPRESSED_BYTES'):,} bytes "
-                                                "(DATAMINT_MAX_DECOMPRESSED_BYTES).")
+                            raise InputTooLarge(
+                                f"{source}: the zip unzips to more than "
+                                f"{limit('DATAMINT_MAX_DECOMPRESSED_BYTES'):,} bytes "
+                                "(DATAMINT_MAX_DECOMPRESSED_BYTES)."
+                            )
                         out.write(block)
     except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError) as error:  # corrupt, encrypted, ...
         raise PredictionError(f"{source}.data is not a readable zip archive: {error}") from None

@@ -20,9 +20,11 @@ from datamint_lightning.serving.settings import ModelSettings
 SETTINGS_KEY = "__datamint_settings__"
 MODULE_KEY = "__datamint_module__"
 MODULE_ARTIFACT_PREFIX = "datamint_module_"
-HOW_TO_SAVE = ("Keep only JSON values, ModelSettings and networks built by datamint_lightning.networks.build_network "
-               "on the instance; log any other torch module with mlflow.pytorch.log_model and pass its URI in "
-               "mlflow_torch_models_uri, or build such objects in load_context.")
+HOW_TO_SAVE = (
+    "Keep only JSON values, ModelSettings and networks built by datamint_lightning.networks.build_network "
+    "on the instance; log any other torch module with mlflow.pytorch.log_model and pass its URI in "
+    "mlflow_torch_models_uri, or build such objects in load_context."
+)
 
 
 def transient_attributes(model: Any) -> set[str]:
@@ -51,10 +53,12 @@ def network_description(module: Any, where: str) -> dict[str, Any]:
 
     config = getattr(module, "datamint_network", None)
     if not isinstance(config, dict):
-        raise PackagingError(f"{where} is a {type(module).__name__} that datamint_lightning.networks cannot "
-                             f"describe, so it cannot be saved as config + weights (never as a pickle). Build it "
-                             f"with datamint_lightning.networks.build_network(config), or log it with "
-                             f"mlflow.pytorch.log_model and pass its URI in mlflow_torch_models_uri.")
+        raise PackagingError(
+            f"{where} is a {type(module).__name__} that datamint_lightning.networks cannot "
+            f"describe, so it cannot be saved as config + weights (never as a pickle). Build it "
+            f"with datamint_lightning.networks.build_network(config), or log it with "
+            f"mlflow.pytorch.log_model and pass its URI in mlflow_torch_models_uri."
+        )
     config = {**config, **({"encoder_weights": None} if "encoder_weights" in config else {})}
     with torch.device("meta"):
         rebuilt = build_network(config)
@@ -62,8 +66,10 @@ def network_description(module: Any, where: str) -> dict[str, Any]:
     actual = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     if expected != actual:
         different = sorted(set(expected.items()) ^ set(actual.items()))[:3]
-        raise PackagingError(f"{where} no longer matches the network config it was built from {config} "
-                             f"(parameters differ, e.g. {different}); rebuild it with build_network.")
+        raise PackagingError(
+            f"{where} no longer matches the network config it was built from {config} "
+            f"(parameters differ, e.g. {different}); rebuild it with build_network."
+        )
     return config
 
 
@@ -90,8 +96,9 @@ def capture_state(model: Any, folder: str | Path) -> tuple[dict[str, Any], dict[
         elif _is_plain(value):
             state[name] = json.loads(json.dumps(value))
         else:
-            raise PackagingError(f"{where} holds a {type(value).__name__}, which cannot be saved without pickling. "
-                                 + HOW_TO_SAVE)
+            raise PackagingError(
+                f"{where} holds a {type(value).__name__}, which cannot be saved without pickling. " + HOW_TO_SAVE
+            )
     return state, artifacts
 
 
@@ -118,11 +125,13 @@ def restore_modules(model: Any, artifacts: dict[str, str]) -> None:
 
 def model_code(model_class: type, state: dict[str, Any]) -> str:
     """The models-from-code script MLflow stores instead of a pickle: import the class, set the state back."""
-    return ("import json\nimport sys\n\nfrom mlflow.models import set_model\n\n"
-            "# A code-less namespace folder (an editable install's conf/ and recipes/) imported by an entry point\n"
-            "# must not shadow the package bundled in code/ (already on sys.path).\n"
-            "if getattr(sys.modules.get('datamint_lightning'), '__file__', None) is None:\n"
-            "    sys.modules.pop('datamint_lightning', None)\n\n"
-            "from datamint_lightning.serving.saved_state import rebuild\n"
-            f"from {model_class.__module__} import {model_class.__qualname__.split('.')[0]}\n\n"
-            f"set_model(rebuild({model_class.__qualname__}, json.loads({json.dumps(json.dumps(state))})))\n")
+    return (
+        "import json\nimport sys\n\nfrom mlflow.models import set_model\n\n"
+        "# A code-less namespace folder (an editable install's conf/ and recipes/) imported by an entry point\n"
+        "# must not shadow the package bundled in code/ (already on sys.path).\n"
+        "if getattr(sys.modules.get('datamint_lightning'), '__file__', None) is None:\n"
+        "    sys.modules.pop('datamint_lightning', None)\n\n"
+        "from datamint_lightning.serving.saved_state import rebuild\n"
+        f"from {model_class.__module__} import {model_class.__qualname__.split('.')[0]}\n\n"
+        f"set_model(rebuild({model_class.__qualname__}, json.loads({json.dumps(json.dumps(state))})))\n"
+    )

@@ -12,9 +12,14 @@ from datamint_lightning.data.preprocessing import Preprocessing
 
 
 @torch.inference_mode()
-def segment_slices(network: torch.nn.Module, preprocessing: Preprocessing, slices: np.ndarray,
-                   display_8bit: bool = False, batch_size: int = 16,
-                   device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+def segment_slices(
+    network: torch.nn.Module,
+    preprocessing: Preprocessing,
+    slices: np.ndarray,
+    display_8bit: bool = False,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
     """(N, H, W) raw slices to a label map (N, H, W) uint8 and class probabilities (N, C, H, W) float32.
 
     Logits are resized back to the input grid before the softmax, so masks follow the input's resolution.
@@ -22,7 +27,7 @@ def segment_slices(network: torch.nn.Module, preprocessing: Preprocessing, slice
     height, width = slices.shape[-2:]
     label_maps, probabilities = [], []
     for start in range(0, len(slices), batch_size):
-        batch = preprocessing.prepare(slices[start:start + batch_size], display_8bit).to(device)
+        batch = preprocessing.prepare(slices[start : start + batch_size], display_8bit).to(device)
         logits = network(batch).float()
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
@@ -32,9 +37,15 @@ def segment_slices(network: torch.nn.Module, preprocessing: Preprocessing, slice
     return np.concatenate(label_maps), np.concatenate(probabilities)
 
 
-def mask_annotations(label_map: np.ndarray, probabilities: np.ndarray, labels: list[str], scope: str,
-                     threshold: float | None = None, extra: dict[str, Any] | None = None,
-                     class_axis: int | None = None) -> list[dict[str, Any]]:
+def mask_annotations(
+    label_map: np.ndarray,
+    probabilities: np.ndarray,
+    labels: list[str],
+    scope: str,
+    threshold: float | None = None,
+    extra: dict[str, Any] | None = None,
+    class_axis: int | None = None,
+) -> list[dict[str, Any]]:
     """One segmentation annotation per label: its binary mask on the input grid and a mean confidence.
 
     ``label_map``/``probabilities`` hold one image (H, W)/(C, H, W) or a stack (Z, H, W)/(Z, C, H, W). Without
@@ -48,8 +59,17 @@ def mask_annotations(label_map: np.ndarray, probabilities: np.ndarray, labels: l
         class_probs = np.take(probabilities, index, axis=class_axis)
         mask = label_map == index if threshold is None else class_probs >= threshold
         confidence = float(class_probs[mask].mean()) if mask.any() else 0.0
-        annotations.append({"type": "segmentation", "identifier": name, "label": name, "scope": scope,
-                            "mask": mask.astype(np.uint8), "confidence": round(confidence, 6), **(extra or {})})
+        annotations.append(
+            {
+                "type": "segmentation",
+                "identifier": name,
+                "label": name,
+                "scope": scope,
+                "mask": mask.astype(np.uint8),
+                "confidence": round(confidence, 6),
+                **(extra or {}),
+            }
+        )
     return annotations
 
 

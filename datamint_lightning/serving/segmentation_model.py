@@ -69,38 +69,56 @@ class DatamintSegmentationModel(DatamintModel):
     def _segment(self, slices: np.ndarray, display_8bit: bool, batch_size: Any) -> tuple[np.ndarray, np.ndarray]:
         from datamint_lightning.serving.segmentation import segment_slices
 
-        return segment_slices(self.network, self.preprocessing, slices, display_8bit,
-                              resolve_batch_size(self.settings, batch_size), self.inference_device)
+        return segment_slices(
+            self.network,
+            self.preprocessing,
+            slices,
+            display_8bit,
+            resolve_batch_size(self.settings, batch_size),
+            self.inference_device,
+        )
 
-    def _annotate(self, label_map: np.ndarray, probs: np.ndarray, scope: str, threshold: float | None,
-                  extra: dict[str, Any] | None = None, display_8bit: bool = False) -> list[dict[str, Any]]:
+    def _annotate(
+        self,
+        label_map: np.ndarray,
+        probs: np.ndarray,
+        scope: str,
+        threshold: float | None,
+        extra: dict[str, Any] | None = None,
+        display_8bit: bool = False,
+    ) -> list[dict[str, Any]]:
         from datamint_lightning.serving.segmentation import mask_annotations, with_warning
 
         annotations = mask_annotations(label_map, probs, self.labels, scope, threshold, extra)
         return with_warning(annotations, self.preprocessing.mismatch(display_8bit))
 
     @prediction_mode(PredictionMode.IMAGE, param_keys=COMMON_PARAMS, fallback_to_default=False)
-    def predict_image(self, inputs: list[Any], confidence_threshold=None, threshold=None,
-                      batch_size=None) -> Annotations:
+    def predict_image(
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None
+    ) -> Annotations:
         """2D images, batched across inputs that share a grid and an intensity convention."""
         threshold = resolve_threshold(self.settings, confidence_threshold, threshold)
         results: list[list[dict[str, Any]] | None] = [None] * len(inputs)
         groups: dict[tuple, list[int]] = {}
         for index, item in enumerate(inputs):
             if not isinstance(item, ImageInput):
-                raise PredictionError(f"Mode 'image' takes 2D images; {item.source} is a volume of shape "
-                                      f"{item.array.shape}. Use mode 'volume', 'slice' or 'slice_range'.")
+                raise PredictionError(
+                    f"Mode 'image' takes 2D images; {item.source} is a volume of shape "
+                    f"{item.array.shape}. Use mode 'volume', 'slice' or 'slice_range'."
+                )
             groups.setdefault((item.array.shape, item.display_8bit), []).append(index)
         for (_, display_8bit), indices in groups.items():
             label_maps, probs = self._segment(np.stack([inputs[i].array for i in indices]), display_8bit, batch_size)
             for position, index in enumerate(indices):
-                results[index] = self._annotate(label_maps[position], probs[position], "image", threshold,
-                                                display_8bit=display_8bit)
+                results[index] = self._annotate(
+                    label_maps[position], probs[position], "image", threshold, display_8bit=display_8bit
+                )
         return results
 
     @prediction_mode(PredictionMode.VOLUME, param_keys=(*COMMON_PARAMS, "axis"), fallback_to_default=False)
-    def predict_volume(self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None,
-                       axis=0) -> Annotations:
+    def predict_volume(
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0
+    ) -> Annotations:
         """Every slice along ``axis`` (of the display orientation); masks on the input file's own voxel grid."""
         from datamint_lightning.serving.segmentation import on_input_grid
 
@@ -109,40 +127,62 @@ class DatamintSegmentationModel(DatamintModel):
         for item in inputs:
             volume = require_volume(item, "volume")
             label_map, probs = self._segment(slice_stack(volume.array, axis), False, batch_size)
-            annotations = self._annotate(restore_axis(label_map, axis), restore_axis(probs, axis, class_axis=True),
-                                         "volume", threshold, {"axis": axis})
+            annotations = self._annotate(
+                restore_axis(label_map, axis),
+                restore_axis(probs, axis, class_axis=True),
+                "volume",
+                threshold,
+                {"axis": axis},
+            )
             results.append(on_input_grid(annotations, volume))
         return results
 
-    @prediction_mode(PredictionMode.SLICE, param_keys=(*COMMON_PARAMS, "slice_index", "axis"),
-                     fallback_to_default=False)
-    def predict_slice(self, inputs: list[Any], slice_index, confidence_threshold=None, threshold=None,
-                      batch_size=None, axis=0) -> Annotations:
+    @prediction_mode(
+        PredictionMode.SLICE, param_keys=(*COMMON_PARAMS, "slice_index", "axis"), fallback_to_default=False
+    )
+    def predict_slice(
+        self, inputs: list[Any], slice_index, confidence_threshold=None, threshold=None, batch_size=None, axis=0
+    ) -> Annotations:
         """One slice (``slice_index`` along ``axis``) of each volume, batched across the volumes."""
         threshold, axis = resolve_threshold(self.settings, confidence_threshold, threshold), check_axis(axis)
         indices = [check_index(slice_index, require_volume(item, "slice"), axis) for item in inputs]
         return self._predict_slices(inputs, [[i] for i in indices], axis, threshold, batch_size, single=True)
 
-    @prediction_mode(PredictionMode.SLICE_RANGE, param_keys=(*COMMON_PARAMS, "slice_start", "slice_stop", "axis"),
-                     fallback_to_default=False)
-    def predict_slice_range(self, inputs: list[Any], slice_start, slice_stop=None, confidence_threshold=None,
-                            threshold=None, batch_size=None, axis=0) -> Annotations:
+    @prediction_mode(
+        PredictionMode.SLICE_RANGE,
+        param_keys=(*COMMON_PARAMS, "slice_start", "slice_stop", "axis"),
+        fallback_to_default=False,
+    )
+    def predict_slice_range(
+        self,
+        inputs: list[Any],
+        slice_start,
+        slice_stop=None,
+        confidence_threshold=None,
+        threshold=None,
+        batch_size=None,
+        axis=0,
+    ) -> Annotations:
         """Slices ``slice_start`` to ``slice_stop`` (exclusive, like Python; default: to the end) along ``axis``."""
         threshold, axis = resolve_threshold(self.settings, confidence_threshold, threshold), check_axis(axis)
         ranges = []
         for item in inputs:
             volume = require_volume(item, "slice_range")
             start = check_index(slice_start, volume, axis, "slice_start")
-            stop = volume.array.shape[axis] if slice_stop is None else check_index(int(slice_stop) - 1, volume, axis,
-                                                                                    "slice_stop - 1") + 1
+            stop = (
+                volume.array.shape[axis]
+                if slice_stop is None
+                else check_index(int(slice_stop) - 1, volume, axis, "slice_stop - 1") + 1
+            )
             if stop <= start:
                 raise PredictionError(f"slice_stop={slice_stop} must be greater than slice_start={slice_start}.")
             ranges.append(list(range(start, stop)))
         return self._predict_slices(inputs, ranges, axis, threshold, batch_size)
 
     @prediction_mode(PredictionMode.PRIMARY_SLICE, param_keys=(*COMMON_PARAMS, "axis"))
-    def predict_primary_slice(self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None,
-                              axis=0) -> Annotations:
+    def predict_primary_slice(
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0
+    ) -> Annotations:
         """The key slice each volume names (``primary_slice``), else its middle slice along ``axis``.
 
         2D images are their own primary slice: they fall back to ``default``.
@@ -150,12 +190,25 @@ class DatamintSegmentationModel(DatamintModel):
         if any(isinstance(item, ImageInput) for item in inputs):
             raise ModeNotApplicable("primary_slice of a 2D image is the image itself")
         threshold, axis = resolve_threshold(self.settings, confidence_threshold, threshold), check_axis(axis)
-        indices = [[check_index(item.primary_slice, item, axis, "primary_slice") if item.primary_slice is not None
-                    else item.array.shape[axis] // 2] for item in inputs]
+        indices = [
+            [
+                check_index(item.primary_slice, item, axis, "primary_slice")
+                if item.primary_slice is not None
+                else item.array.shape[axis] // 2
+            ]
+            for item in inputs
+        ]
         return self._predict_slices(inputs, indices, axis, threshold, batch_size, single=True)
 
-    def _predict_slices(self, inputs: list[VolumeInput], indices: list[list[int]], axis: int,
-                        threshold: float | None, batch_size: Any, single: bool = False) -> Annotations:
+    def _predict_slices(
+        self,
+        inputs: list[VolumeInput],
+        indices: list[list[int]],
+        axis: int,
+        threshold: float | None,
+        batch_size: Any,
+        single: bool = False,
+    ) -> Annotations:
         """Chosen slices of several volumes, one batched pass per slice shape; ``single``: one slice, 2D masks."""
         stacks = [slice_stack(item.array, axis, chosen) for item, chosen in zip(inputs, indices)]
         by_shape: dict[tuple, list[int]] = {}
@@ -167,21 +220,24 @@ class DatamintSegmentationModel(DatamintModel):
             offset = 0
             for p in positions:
                 count = len(indices[p])
-                outputs[p] = label_maps[offset:offset + count], probs[offset:offset + count]
+                outputs[p] = label_maps[offset : offset + count], probs[offset : offset + count]
                 offset += count
         results = []
         for position, chosen in enumerate(indices):
             label_map, probs = outputs[position]
             if single:
-                results.append(self._annotate(label_map[0], probs[0], "slice", threshold,
-                                              {"slice_index": chosen[0], "axis": axis}))
+                results.append(
+                    self._annotate(label_map[0], probs[0], "slice", threshold, {"slice_index": chosen[0], "axis": axis})
+                )
             else:
-                results.append(self._annotate(label_map, probs, "slice", threshold,
-                                              {"slice_indices": chosen, "axis": axis}))
+                results.append(
+                    self._annotate(label_map, probs, "slice", threshold, {"slice_indices": chosen, "axis": axis})
+                )
         return results
 
-    def predict_default(self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None,
-                        axis=0) -> Annotations:
+    def predict_default(
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0
+    ) -> Annotations:
         """Mixed images and volumes: images batched as in ``image``, volumes as in ``volume``."""
         images = [i for i, item in enumerate(inputs) if isinstance(item, ImageInput)]
         volumes = [i for i, item in enumerate(inputs) if not isinstance(item, ImageInput)]
@@ -191,7 +247,8 @@ class DatamintSegmentationModel(DatamintModel):
             for index, annotations in zip(images, self.predict_image([inputs[i] for i in images], **common)):
                 results[index] = annotations
         if volumes:
-            for index, annotations in zip(volumes, self.predict_volume([inputs[i] for i in volumes], **common,
-                                                                       axis=axis)):
+            for index, annotations in zip(
+                volumes, self.predict_volume([inputs[i] for i in volumes], **common, axis=axis)
+            ):
                 results[index] = annotations
         return results

@@ -37,8 +37,9 @@ class ModelSettings:
         object.__setattr__(self, "input_size", _tuple(self.input_size))
         object.__setattr__(self, "spacing", _tuple(self.spacing))
         if int(self.batch_size) <= 0 or int(self.sw_batch_size) <= 0:
-            raise ConfigError(f"model_settings batch_size={self.batch_size} and sw_batch_size={self.sw_batch_size} "
-                              "must be positive.")
+            raise ConfigError(
+                f"model_settings batch_size={self.batch_size} and sw_batch_size={self.sw_batch_size} must be positive."
+            )
         if not 0.0 <= float(self.overlap) < 1.0:
             raise ConfigError(f"model_settings overlap={self.overlap} must be within [0, 1).")
         if self.threshold is not None and not 0.0 <= float(self.threshold) <= 1.0:
@@ -52,7 +53,7 @@ class ModelSettings:
         return {**{k: v for k, v in values.items() if v is not None}, **self.extra}
 
     @classmethod
-    def coerce(cls, value: "ModelSettings | dict[str, Any] | None") -> "ModelSettings":
+    def coerce(cls, value: ModelSettings | dict[str, Any] | None) -> ModelSettings:
         """``value`` itself, or the settings a dict (or None) describes."""
         if isinstance(value, cls):
             return value
@@ -61,7 +62,7 @@ class ModelSettings:
         raise ConfigError(f"settings must be a ModelSettings or a dict, got {type(value).__name__}.")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> "ModelSettings":
+    def from_dict(cls, values: dict[str, Any] | None) -> ModelSettings:
         names = {f.name for f in fields(cls)} - {"extra"}
         values = dict(values or {})
         known = {k: values.pop(k) for k in list(values) if k in names}

@@ -24,8 +24,10 @@ def check_axis(axis: Any) -> int:
 
 def require_volume(item: ImageInput | VolumeInput, mode: str) -> VolumeInput:
     if not isinstance(item, VolumeInput):
-        raise PredictionError(f"Mode {mode!r} takes (Z, H, W) volumes; {item.source} is a 2D image of shape "
-                              f"{item.array.shape}. Use mode 'image'.")
+        raise PredictionError(
+            f"Mode {mode!r} takes (Z, H, W) volumes; {item.source} is a 2D image of shape "
+            f"{item.array.shape}. Use mode 'image'."
+        )
     return item
 
 
@@ -36,8 +38,10 @@ def check_index(index: Any, volume: VolumeInput, axis: int, name: str = "slice_i
     except (TypeError, ValueError):
         raise PredictionError(f"{name}={index!r} must be an integer.") from None
     if not 0 <= value < size:
-        raise PredictionError(f"{name}={value} is out of range for {volume.source}: it has {size} slices along "
-                              f"axis {axis} ({AXIS_NAMES[axis]}), so valid indices are 0..{size - 1}.")
+        raise PredictionError(
+            f"{name}={value} is out of range for {volume.source}: it has {size} slices along "
+            f"axis {axis} ({AXIS_NAMES[axis]}), so valid indices are 0..{size - 1}."
+        )
     return value
 
 

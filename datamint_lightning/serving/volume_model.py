@@ -18,8 +18,12 @@ from datamint_lightning.networks import load_network
 from datamint_lightning.serving.datamint_model import DatamintModel
 from datamint_lightning.serving.enums import PredictionMode, TaskType
 from datamint_lightning.serving.modes import prediction_mode
-from datamint_lightning.serving.segmentation_model import (SPEC_ARTIFACT, WEIGHTS_ARTIFACT, Annotations,
-                                                           resolve_threshold)
+from datamint_lightning.serving.segmentation_model import (
+    SPEC_ARTIFACT,
+    WEIGHTS_ARTIFACT,
+    Annotations,
+    resolve_threshold,
+)
 from datamint_lightning.serving.settings import ModelSettings
 from datamint_lightning.serving.slicing import check_index, require_volume
 
@@ -44,13 +48,16 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         volume = require_volume(item, mode)
         if batch_size is not None and int(batch_size) <= 0:
             raise PredictionError(f"batch_size={batch_size} must be a positive integer.")
-        return volume, segment_volume(self.network, volume.array, volume.spacing, self.settings, self.inference_device,
-                                      batch_size)
+        return volume, segment_volume(
+            self.network, volume.array, volume.spacing, self.settings, self.inference_device, batch_size
+        )
 
-    @prediction_mode(PredictionMode.VOLUME, param_keys=("confidence_threshold", "threshold", "batch_size"),
-                     fallback_to_default=False)
-    def predict_volume(self, inputs: list[Any], confidence_threshold=None, threshold=None,
-                       batch_size=None) -> Annotations:
+    @prediction_mode(
+        PredictionMode.VOLUME, param_keys=("confidence_threshold", "threshold", "batch_size"), fallback_to_default=False
+    )
+    def predict_volume(
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None
+    ) -> Annotations:
         """Each volume whole; ``batch_size`` is the number of windows per forward pass."""
         from datamint_lightning.serving.segmentation import mask_annotations, on_input_grid
 
@@ -62,11 +69,14 @@ class DatamintVolumeSegmentationModel(DatamintModel):
             results.append(on_input_grid(annotations, volume))
         return results
 
-    @prediction_mode(PredictionMode.SLICE,
-                     param_keys=("slice_index", "confidence_threshold", "threshold", "batch_size"),
-                     fallback_to_default=False)
-    def predict_slice(self, inputs: list[Any], slice_index, confidence_threshold=None, threshold=None,
-                      batch_size=None) -> Annotations:
+    @prediction_mode(
+        PredictionMode.SLICE,
+        param_keys=("slice_index", "confidence_threshold", "threshold", "batch_size"),
+        fallback_to_default=False,
+    )
+    def predict_slice(
+        self, inputs: list[Any], slice_index, confidence_threshold=None, threshold=None, batch_size=None
+    ) -> Annotations:
         """The axial slice ``slice_index`` of each volume, cut from the whole-volume prediction (3D context)."""
         from datamint_lightning.serving.segmentation import mask_annotations
 
@@ -75,10 +85,20 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         results = []
         for item, index in zip(inputs, indices):
             _, (label_map, probs) = self._segment(item, "slice", batch_size)
-            results.append(mask_annotations(label_map[index], probs[:, index], self.labels, "slice", threshold,
-                                            {"slice_index": index, "axis": 0}, class_axis=0))
+            results.append(
+                mask_annotations(
+                    label_map[index],
+                    probs[:, index],
+                    self.labels,
+                    "slice",
+                    threshold,
+                    {"slice_index": index, "axis": 0},
+                    class_axis=0,
+                )
+            )
         return results
 
-    def predict_default(self, inputs: list[Any], confidence_threshold=None, threshold=None,
-                        batch_size=None) -> Annotations:
+    def predict_default(
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None
+    ) -> Annotations:
         return self.predict_volume(inputs, confidence_threshold, threshold, batch_size)

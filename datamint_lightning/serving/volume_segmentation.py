@@ -32,13 +32,18 @@ def normalize_intensity(volume: np.ndarray, intensity: dict[str, Any] | None) ->
 
 
 def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, ...]:
-    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
+    return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target))
 
 
 @torch.inference_mode()
-def segment_volume(network: torch.nn.Module, volume: np.ndarray, spacing: tuple[float, float, float] | None,
-                   settings: ModelSettings, device: torch.device | str = "cpu",
-                   sw_batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def segment_volume(
+    network: torch.nn.Module,
+    volume: np.ndarray,
+    spacing: tuple[float, float, float] | None,
+    settings: ModelSettings,
+    device: torch.device | str = "cpu",
+    sw_batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(Z, H, W) raw volume to a label map (Z, H, W) uint8 and probabilities (C, Z, H, W) float32 on its grid."""
     from monai.inferers import sliding_window_inference
 
@@ -49,9 +54,14 @@ def segment_volume(network: torch.nn.Module, volume: np.ndarray, spacing: tuple[
         target = resampled_shape(volume.shape, spacing, settings.spacing)
         if target != tuple(volume.shape):
             tensor = F.interpolate(tensor, size=target, mode="trilinear", align_corners=False)
-    logits = sliding_window_inference(tensor, roi_size=settings.input_size,
-                                      sw_batch_size=int(sw_batch_size or settings.sw_batch_size), predictor=network,
-                                      overlap=settings.overlap, mode="gaussian")
+    logits = sliding_window_inference(
+        tensor,
+        roi_size=settings.input_size,
+        sw_batch_size=int(sw_batch_size or settings.sw_batch_size),
+        predictor=network,
+        overlap=settings.overlap,
+        mode="gaussian",
+    )
     logits = torch.as_tensor(logits).float()
     if tuple(logits.shape[2:]) != tuple(volume.shape):  # back to the input's grid before the softmax
         logits = F.interpolate(logits, size=tuple(volume.shape), mode="trilinear", align_corners=False)

@@ -13,7 +13,6 @@ resolves against the Datamint server with the API key.
 
 from __future__ import annotations
 
-
 from mlflow.entities import ExperimentTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS
@@ -23,8 +22,12 @@ from mlflow.store.tracking.rest_store import RestStore
 from mlflow.utils.rest_utils import MlflowHostCreds
 
 from datamint_lightning.tracking.datamint_uri import host_creds, server_url
-from datamint_lightning.tracking.experiment_provider import (EXPERIMENT_NAME_TAG, PROJECT_ID_TAG,
-                                                             find_project_experiment, scoped_experiment_name)
+from datamint_lightning.tracking.experiment_provider import (
+    EXPERIMENT_NAME_TAG,
+    PROJECT_ID_TAG,
+    find_project_experiment,
+    scoped_experiment_name,
+)
 from datamint_lightning.tracking.mlflow_setup import active_project
 
 ARTIFACT_SCHEME = "datamint"
@@ -33,7 +36,7 @@ PROXIED_SCHEME = "mlflow-artifacts"
 
 def _datamint_artifacts(uri: str | None) -> str | None:
     if uri and uri.startswith(PROXIED_SCHEME + ":"):
-        return ARTIFACT_SCHEME + uri[len(PROXIED_SCHEME):]
+        return ARTIFACT_SCHEME + uri[len(PROXIED_SCHEME) :]
     return uri
 
 
@@ -60,8 +63,9 @@ class DatamintStore(RestStore):
             return super().create_experiment(name, artifact_location, tags)
         requested = tag_map.get(EXPERIMENT_NAME_TAG, name)
         if find_project_experiment(self._search, requested, project_id) is not None:
-            raise MlflowException(f"Project {project_id} already has an experiment named {requested!r}.",
-                                  RESOURCE_ALREADY_EXISTS)
+            raise MlflowException(
+                f"Project {project_id} already has an experiment named {requested!r}.", RESOURCE_ALREADY_EXISTS
+            )
         stored = scoped_experiment_name(requested, project_id, super().get_experiment_by_name(requested) is not None)
         tag_map.update({PROJECT_ID_TAG: project_id, EXPERIMENT_NAME_TAG: requested})
         return super().create_experiment(stored, artifact_location, [ExperimentTag(k, v) for k, v in tag_map.items()])
@@ -130,8 +134,11 @@ class DatamintArtifactsRepository(MlflowArtifactsRepository):
     @classmethod
     def resolve_uri(cls, artifact_uri: str, tracking_uri: str) -> str:
         """``datamint:/<path>`` -> ``https://<server>/api/2.0/mlflow-artifacts/artifacts/<path>``."""
-        proxied = PROXIED_SCHEME + artifact_uri[len(ARTIFACT_SCHEME):] if artifact_uri.startswith(
-            ARTIFACT_SCHEME + ":") else artifact_uri
+        proxied = (
+            PROXIED_SCHEME + artifact_uri[len(ARTIFACT_SCHEME) :]
+            if artifact_uri.startswith(ARTIFACT_SCHEME + ":")
+            else artifact_uri
+        )
         return MlflowArtifactsRepository.resolve_uri(proxied, server_url(tracking_uri))
 
     @property

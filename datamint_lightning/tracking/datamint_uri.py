@@ -20,17 +20,18 @@ def server_url(uri: str) -> str:
     """The ``http(s)`` URL of the Datamint server a ``datamint[+http|+https]://`` URI names."""
     parts = urlsplit(uri)
     if parts.scheme not in SCHEMES:
-        raise TrackingError(f"{parts.scheme}:// is not a Datamint tracking URI; use one of "
-                            f"{', '.join(s + '://' for s in SCHEMES)}.")
+        raise TrackingError(
+            f"{parts.scheme}:// is not a Datamint tracking URI; use one of {', '.join(s + '://' for s in SCHEMES)}."
+        )
     if parts.username or parts.password:
-        raise TrackingError(f"Put the Datamint API key in {API_KEY_ENV}, not in the tracking URI "
-                            f"{parts.scheme}://***@{parts.hostname}.")
+        raise TrackingError(
+            f"Put the Datamint API key in {API_KEY_ENV}, not in the tracking URI {parts.scheme}://***@{parts.hostname}."
+        )
     transport = parts.scheme.partition("+")[2] or "https"
     if not parts.netloc:
         base = os.environ.get(API_URL_ENV)
         if not base:
-            raise TrackingError(f"Tracking URI {uri!r} names no server: write datamint://<host> or set "
-                                f"{API_URL_ENV}.")
+            raise TrackingError(f"Tracking URI {uri!r} names no server: write datamint://<host> or set {API_URL_ENV}.")
         return base.rstrip("/") + parts.path.rstrip("/")
     return urlunsplit((transport, parts.netloc, parts.path.rstrip("/"), "", ""))
 
@@ -42,6 +43,8 @@ def host_creds(uri: str):
     url = server_url(uri)
     key = os.environ.get(API_KEY_ENV)
     if not key:
-        raise TrackingError(f"Tracking URI {uri!r} needs a Datamint API key: set the {API_KEY_ENV} environment "
-                            "variable (it is sent as a bearer token and never recorded).")
+        raise TrackingError(
+            f"Tracking URI {uri!r} needs a Datamint API key: set the {API_KEY_ENV} environment "
+            "variable (it is sent as a bearer token and never recorded)."
+        )
     return MlflowHostCreds(url, token=key)

@@ -13,7 +13,8 @@ when a project is active (``set_project`` or ``DATAMINT_PROJECT_ID``/``DATAMINT_
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 
@@ -41,8 +42,9 @@ def scoped_experiment_name(name: str, project_id: str, name_taken: bool) -> str:
     return f"{name} ({project_id})" if name_taken else name
 
 
-def project_experiment_id(client, name: str, project_id: str | None, project_name: str | None,
-                          artifact_location: str | None = None) -> str:
+def project_experiment_id(
+    client, name: str, project_id: str | None, project_name: str | None, artifact_location: str | None = None
+) -> str:
     """The id of project ``project_id``'s experiment ``name``, created when missing (by name alone when the
     project has no id)."""
     tags = {k: v for k, v in ((PROJECT_ID_TAG, project_id), (PROJECT_NAME_TAG, project_name)) if v}
@@ -60,8 +62,9 @@ def project_experiment_id(client, name: str, project_id: str | None, project_nam
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return client.create_experiment(stored, artifact_location,
-                                            tags={**tags, **({EXPERIMENT_NAME_TAG: name} if project_id else {})})
+            return client.create_experiment(
+                stored, artifact_location, tags={**tags, **({EXPERIMENT_NAME_TAG: name} if project_id else {})}
+            )
         except Exception:
             if attempt:
                 raise
@@ -81,8 +84,9 @@ class DatamintExperimentProvider(DefaultExperimentProvider):
 
         project = active_project()
         uri = get_tracking_uri()
-        return project_experiment_id(MlflowClient(uri), project.experiment_name, project.id, project.name,
-                                     default_artifact_location(uri))
+        return project_experiment_id(
+            MlflowClient(uri), project.experiment_name, project.id, project.name, default_artifact_location(uri)
+        )
 
 
 # The name the entry point of installs made before the rename points to (their metadata is not rewritten

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -29,8 +30,11 @@ class ResilientMLFlowLogger(MLFlowLogger):
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         step = step or 0
-        clean = {re.sub("[^a-zA-Z0-9_/. -]+", "", self._prefix + k if self._prefix else k): float(v)
-                 for k, v in metrics.items() if not isinstance(v, str)}
+        clean = {
+            re.sub("[^a-zA-Z0-9_/. -]+", "", self._prefix + k if self._prefix else k): float(v)
+            for k, v in metrics.items()
+            if not isinstance(v, str)
+        }
         clean = {k: v for k, v in clean.items() if step > self.logged_through.get(k, -1)}
         if clean:
             self.recorder.log_metrics(clean, step)

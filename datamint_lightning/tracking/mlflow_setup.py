@@ -66,8 +66,7 @@ def set_project(project: Any) -> ActiveProject:
     return ActiveProject(project_id and str(project_id), name and str(name))
 
 
-def setup_mlflow_environment(overwrite: bool = False, set_mlflow: bool = True,
-                             tracking_uri: str | None = None) -> bool:
+def setup_mlflow_environment(overwrite: bool = False, set_mlflow: bool = True, tracking_uri: str | None = None) -> bool:
     """Set ``MLFLOW_TRACKING_URI`` (``tracking_uri``, else the embedded sqlite store, which needs no token).
 
     An existing ``MLFLOW_TRACKING_URI`` is kept unless ``overwrite``. With ``set_mlflow`` the URI is also passed
@@ -110,8 +109,11 @@ def ensure_mlflow_configured() -> str:
     if active_project() is None:
         missing.append(f"{PROJECT_ID_ENV} or {PROJECT_NAME_ENV} (or set_project(...))")
     if missing:
-        raise ConfigError("MLflow is not configured: missing " + " and ".join(missing) +
-                          ". Call setup_mlflow_environment() and set_project(<project>).")
+        raise ConfigError(
+            "MLflow is not configured: missing "
+            + " and ".join(missing)
+            + ". Call setup_mlflow_environment() and set_project(<project>)."
+        )
     try:
         validate_tracking_uri(uri)
     except TrackingError as error:

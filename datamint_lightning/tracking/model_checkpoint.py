@@ -11,8 +11,8 @@ from weakref import proxy
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
-from datamint_lightning.tracking.checkpoint_files import atomic_save, link_or_copy, local_artifact_root, snapshot
 from datamint_lightning.tracking import tags as T
+from datamint_lightning.tracking.checkpoint_files import atomic_save, link_or_copy, local_artifact_root, snapshot
 from datamint_lightning.tracking.upload_worker import UploadWorker
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,17 @@ class MLflowModelCheckpoint(ModelCheckpoint):
     flushed at the end of fit, on an exception and on teardown; failures are reported, never fatal.
     """
 
-    def __init__(self, *args: Any, tracking_uri: str | None = None, run_id: str | None = None,
-                 artifact_dir: str = "checkpoints", best_weights_only: bool = True, background_writes: bool = True,
-                 max_pending_writes: int = 2, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        tracking_uri: str | None = None,
+        run_id: str | None = None,
+        artifact_dir: str = "checkpoints",
+        best_weights_only: bool = True,
+        background_writes: bool = True,
+        max_pending_writes: int = 2,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("auto_insert_metric_name", False)  # '=' and '/' make awkward artifact names
         kwargs.setdefault("save_last", True)
         super().__init__(*args, **kwargs)
@@ -56,7 +64,7 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         self.best_weights_only = best_weights_only
         self.background_writes = background_writes
         self._write_slots = threading.Semaphore(max(1, max_pending_writes))
-        self._artifact_root: Path | None | bool = False  # False: not looked up yet
+        self._artifact_root: Path | bool | None = False  # False: not looked up yet
         self.task: str | None = None
         self.recorder = None
         self.uploaded: list[str] = []
@@ -86,8 +94,12 @@ class MLflowModelCheckpoint(ModelCheckpoint):
             self.attach(self.tracking_uri, self.run_id, task=self.task)
         for logger in [] if self.recorder else trainer.loggers:
             if isinstance(logger, MLFlowLogger) and logger.run_id:
-                self.attach(logger._tracking_uri, logger.run_id, getattr(logger, "recorder", None),
-                            task=self.task or getattr(logger, "task", None))
+                self.attach(
+                    logger._tracking_uri,
+                    logger.run_id,
+                    getattr(logger, "recorder", None),
+                    task=self.task or getattr(logger, "task", None),
+                )
                 break
         if self.recorder is not None and self.dirpath:
             self.recorder.set_tags({T.CHECKPOINT_DIR: str(Path(self.dirpath).resolve())})
@@ -99,8 +111,13 @@ class MLflowModelCheckpoint(ModelCheckpoint):
     def _refresh_last(self, trainer) -> None:
         # Runs after validation of this epoch (and after Lightning's own saves), so last.ckpt holds the epoch's
         # end state, its metrics and this callback's updated best-k state.
-        if (self.save_last and not trainer.fast_dev_run and not trainer.sanity_checking
-                and self._last_saved_at_step != trainer.global_step and trainer.global_step > 0):
+        if (
+            self.save_last
+            and not trainer.fast_dev_run
+            and not trainer.sanity_checking
+            and self._last_saved_at_step != trainer.global_step
+            and trainer.global_step > 0
+        ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_last_checkpoint(self, trainer, monitor_candidates) -> None:
@@ -132,9 +149,13 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         tags = {T.CHECKPOINT_LAST: self._artifact(self.last_model_path)} if filepath == self.last_model_path else {}
         if filepath == self.best_model_path:
             self.best_model_step = trainer.global_step
-            tags |= {T.CHECKPOINT_BEST: self._artifact(filepath), T.CHECKPOINT_BEST_STEP: trainer.global_step,
-                     T.CHECKPOINT_BEST_EPOCH: trainer.current_epoch, T.CHECKPOINT_MONITOR: str(self.monitor),
-                     T.CHECKPOINT_MODE: self.mode}
+            tags |= {
+                T.CHECKPOINT_BEST: self._artifact(filepath),
+                T.CHECKPOINT_BEST_STEP: trainer.global_step,
+                T.CHECKPOINT_BEST_EPOCH: trainer.current_epoch,
+                T.CHECKPOINT_MONITOR: str(self.monitor),
+                T.CHECKPOINT_MODE: self.mode,
+            }
             if self.best_model_score is not None:
                 tags[T.CHECKPOINT_BEST_SCORE] = f"{float(self.best_model_score):.6g}"
         self._worker.submit(filepath, lambda: self._upload(filepath, name, tags))
@@ -146,8 +167,11 @@ class MLflowModelCheckpoint(ModelCheckpoint):
         from lightning.pytorch.strategies import Strategy
 
         strategy = trainer.strategy
-        return (self.background_writes and type(strategy).save_checkpoint is Strategy.save_checkpoint
-                and type(strategy.checkpoint_io) is TorchCheckpointIO)
+        return (
+            self.background_writes
+            and type(strategy).save_checkpoint is Strategy.save_checkpoint
+            and type(strategy.checkpoint_io) is TorchCheckpointIO
+        )
 
     def _writer(self, checkpoint: dict[str, Any], filepath: str):
         def write() -> None:
@@ -155,6 +179,7 @@ class MLflowModelCheckpoint(ModelCheckpoint):
                 atomic_save(checkpoint, filepath)
             finally:
                 self._write_slots.release()
+
         return write
 
     def _remove_checkpoint(self, trainer, filepath: str) -> None:
@@ -183,8 +208,12 @@ class MLflowModelCheckpoint(ModelCheckpoint):
 
     def state_dict(self) -> dict[str, Any]:
         # Who wrote the checkpoint: lets resume refuse a checkpoint of another task or run.
-        return {**super().state_dict(), "datamint_task": self.task, "datamint_run_id": self.run_id,
-                "best_model_step": self.best_model_step}
+        return {
+            **super().state_dict(),
+            "datamint_task": self.task,
+            "datamint_run_id": self.run_id,
+            "best_model_step": self.best_model_step,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
@@ -199,9 +228,11 @@ class MLflowModelCheckpoint(ModelCheckpoint):
             rank_zero_warn(f"Checkpoint uploads to MLflow still running after {timeout} s.")
         failures = list(self._worker.errors) + (list(self.recorder.failures) if self.recorder else [])
         if self.recorder and self.recorder.pending:
-            rank_zero_warn(f"{self.recorder.pending} MLflow record(s) could not be sent yet; they wait in "
-                           f"{self.recorder.journal.path} (replayed automatically, or run "
-                           f"`python -m datamint_lightning tracking replay {self.recorder.journal.path}`).")
+            rank_zero_warn(
+                f"{self.recorder.pending} MLflow record(s) could not be sent yet; they wait in "
+                f"{self.recorder.journal.path} (replayed automatically, or run "
+                f"`python -m datamint_lightning tracking replay {self.recorder.journal.path}`)."
+            )
         return failures
 
     def _artifact(self, filepath: str) -> str:

@@ -38,7 +38,7 @@ class OfflineJournal:
         self.unreadable: list[int] = []  # numbers (1-based) of the lines the last read could not parse
 
     @classmethod
-    def open(cls, path: str | Path) -> "OfflineJournal":
+    def open(cls, path: str | Path) -> OfflineJournal:
         path = Path(path)
         if path.is_dir():
             path = path / JOURNAL_NAME
@@ -50,8 +50,10 @@ class OfflineJournal:
             header = json.loads(first)
             return cls(path, header["run_id"], header["tracking_uri"])
         except (ValueError, TypeError, KeyError) as error:
-            raise TrackingError(f"{path} is not an offline journal: its first line is not the run header "
-                                f"({type(error).__name__}: {error}).") from error
+            raise TrackingError(
+                f"{path} is not an offline journal: its first line is not the run header "
+                f"({type(error).__name__}: {error})."
+            ) from error
 
     def append(self, record: dict[str, Any]) -> None:
         with self._lock:
@@ -90,8 +92,9 @@ class OfflineJournal:
             except (ValueError, TypeError, KeyError):
                 self.unreadable.append(number)
         for number in self.unreadable:
-            log.warning("Offline journal %s: line %d is unreadable (cut short by a crash?); skipped.",
-                        self.path, number)
+            log.warning(
+                "Offline journal %s: line %d is unreadable (cut short by a crash?); skipped.", self.path, number
+            )
         return [(n, r) for n, r in records.items() if n not in sent]
 
     def records(self) -> list[dict[str, Any]]:
@@ -118,8 +121,12 @@ class OfflineJournal:
 def _compact(pending: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, dict[str, Any]]]:
     # An upload whose local file is gone was evicted before it ever reached the run: skip it and its deletion.
     skipped = {r["artifact_path"] for _, r in pending if r["op"] == "artifact" and not Path(r["local_path"]).exists()}
-    return [(n, r) for n, r in pending if not (r["op"] == "artifact" and r["artifact_path"] in skipped)
-            and not (r["op"] == "delete_artifact" and r["artifact_path"] in skipped)]
+    return [
+        (n, r)
+        for n, r in pending
+        if not (r["op"] == "artifact" and r["artifact_path"] in skipped)
+        and not (r["op"] == "delete_artifact" and r["artifact_path"] in skipped)
+    ]
 
 
 def apply_record(client, run_id: str, record: dict[str, Any]) -> None:
@@ -128,8 +135,10 @@ def apply_record(client, run_id: str, record: dict[str, Any]) -> None:
 
     op = record["op"]
     if op == "metrics":
-        metrics = [Metric(k, float(v), int(record["timestamp"]), int(record.get("step") or 0))
-                   for k, v in record["metrics"].items()]
+        metrics = [
+            Metric(k, float(v), int(record["timestamp"]), int(record.get("step") or 0))
+            for k, v in record["metrics"].items()
+        ]
         client.log_batch(run_id, metrics=metrics)
     elif op == "tags":
         client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in record["tags"].items()])
@@ -154,5 +163,4 @@ def delete_run_artifact(client, run_id: str, artifact_path: str) -> None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     run = client.get_run(run_id)
-    get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri) \
-        .delete_artifacts(artifact_path)
+    get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri).delete_artifacts(artifact_path)

@@ -38,8 +38,10 @@ def find_resume_point(tracking_uri: str, run_id: str, task: str, download_dir: s
     # Only last.ckpt can continue a training: best checkpoints are kept as weights only (no optimizer state).
     folder, last = tags.get(T.CHECKPOINT_DIR), tags.get(T.CHECKPOINT_LAST)
     if not last:
-        raise TrackingError(f"Cannot resume run {run_id}: it has no last checkpoint (no {T.CHECKPOINT_LAST} tag; "
-                            "it ended before its first epoch was saved). Start a new training instead.")
+        raise TrackingError(
+            f"Cannot resume run {run_id}: it has no last checkpoint (no {T.CHECKPOINT_LAST} tag; "
+            "it ended before its first epoch was saved). Start a new training instead."
+        )
     if folder and (Path(folder) / Path(last).name).is_file():
         return ResumePoint(run_id, str(Path(folder) / Path(last).name), folder)
     Path(download_dir).mkdir(parents=True, exist_ok=True)
@@ -63,9 +65,11 @@ def check_checkpoint(path: str, module, task: str, run_id: str | None = None) ->
     if expected != found:
         missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
         reshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-        raise ConfigError(f"Checkpoint {path} does not fit this model (another task or network?): "
-                          f"{len(missing)} missing, {len(extra)} unexpected, {len(reshaped)} reshaped weights "
-                          f"(e.g. {(missing + extra + reshaped)[:3]}).")
+        raise ConfigError(
+            f"Checkpoint {path} does not fit this model (another task or network?): "
+            f"{len(missing)} missing, {len(extra)} unexpected, {len(reshaped)} reshaped weights "
+            f"(e.g. {(missing + extra + reshaped)[:3]})."
+        )
     return checkpoint
 
 
@@ -77,7 +81,7 @@ def record_resume(client, run_id: str, flat_params: dict[str, str], checkpoint: 
     old = run.data.params
     new = [Param(k, v) for k, v in flat_params.items() if k not in old]
     for start in range(0, len(new), 100):
-        client.log_batch(run_id, params=new[start:start + 100])
+        client.log_batch(run_id, params=new[start : start + 100])
     changed = {k: {"was": old[k], "now": v} for k, v in flat_params.items() if k in old and old[k] != v}
     count = int(run.data.tags.get(T.RESUME_COUNT, "0")) + 1
     client.set_tag(run_id, T.RESUME_COUNT, str(count))

@@ -70,8 +70,9 @@ class RunRecorder:
 
     def log_artifact(self, local_path: str | Path, artifact_dir: str) -> bool:
         artifact_path = f"{artifact_dir}/{Path(local_path).name}" if artifact_dir else Path(local_path).name
-        return self.send({"op": "artifact", "local_path": str(Path(local_path).resolve()),
-                          "artifact_path": artifact_path})
+        return self.send(
+            {"op": "artifact", "local_path": str(Path(local_path).resolve()), "artifact_path": artifact_path}
+        )
 
     def delete_artifact(self, artifact_path: str) -> bool:
         return self.send({"op": "delete_artifact", "artifact_path": artifact_path})
@@ -98,8 +99,11 @@ class RunRecorder:
                 self.online = False
                 self._last_attempt = time.monotonic()
                 self.failures.append(f"{record['op']}: {type(error).__name__}: {str(error)[:300]}")
-            log.warning("MLflow store unreachable (%s); recording offline to %s until it is back.",
-                        type(error).__name__, self.journal.path)
+            log.warning(
+                "MLflow store unreachable (%s); recording offline to %s until it is back.",
+                type(error).__name__,
+                self.journal.path,
+            )
             self.journal.append(record)
             return False
 

@@ -20,10 +20,11 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from datamint_lightning.tracking import tags as T
 from datamint_lightning.tracking.tracking_uri import redact, redact_text, split_credentials
@@ -37,8 +38,11 @@ CONSOLE_LOG = "console.log"
 RUN_ID_FILE = "mlflow_run_id"  # in the run directory: how ranks started by torchrun/SLURM find rank zero's run
 # MLflow retries a failing HTTP call for ~4 minutes by default; during training a dead server must cost seconds
 # (records go to the offline journal instead). Explicit user settings are kept.
-HTTP_BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-               "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
 
 
 def flatten(values: Any, prefix: str = "") -> dict[str, str]:
@@ -56,16 +60,16 @@ def flatten(values: Any, prefix: str = "") -> dict[str, str]:
 class RunPlan:
     """What the run will be, all decided (and checked) before it exists."""
 
-    tracking_uri: str                      # as configured (may hold credentials; never logged)
+    tracking_uri: str  # as configured (may hold credentials; never logged)
     experiment_name: str
     project_id: str
     project_name: str
     run_name: str
-    task: str                              # the TaskTrainer class name (resume refuses another task's run)
+    task: str  # the TaskTrainer class name (resume refuses another task's run)
     output_dir: str
-    config: dict[str, Any]                 # resolved, secrets redacted
+    config: dict[str, Any]  # resolved, secrets redacted
     config_yaml: str
-    overrides: list[str]                   # redacted
+    overrides: list[str]  # redacted
     description: str = ""
     resume_run_id: str | None = None
     resume_checkpoint: str | None = None
@@ -90,7 +94,7 @@ class TrackedRun:
         self._stack = contextlib.ExitStack()
 
     # ---- the context -----------------------------------------------------------------------------------------
-    def __enter__(self) -> "TrackedRun":
+    def __enter__(self) -> TrackedRun:
         self._stack.enter_context(_scoped_environment(self._credential_env()))
         self._stack.enter_context(_scoped_environment(HTTP_BOUNDS, keep_existing=True))
         self._stack.enter_context(_scoped_mlflow_uri(self.tracking_uri))
@@ -141,8 +145,9 @@ class TrackedRun:
                 self._log_config(client, params=True, artifact_dir=None)
                 self._log_inputs(client)
             self._stack.enter_context(_system_metrics(self.run_id, self.tracking_uri))
-        self.recorder = RunRecorder(self.tracking_uri, self.run_id, Path(plan.output_dir) / JOURNAL_NAME,
-                                    retry_interval=plan.retry_interval)
+        self.recorder = RunRecorder(
+            self.tracking_uri, self.run_id, Path(plan.output_dir) / JOURNAL_NAME, retry_interval=plan.retry_interval
+        )
         self.logger = ResilientMLFlowLogger(self.recorder, experiment_id=self.experiment_id)
         self.logger.task = plan.task  # MLflowModelCheckpoint stamps it into checkpoints (resume checks it)
         if plan.resume_run_id and self.owner:
@@ -156,12 +161,26 @@ class TrackedRun:
 
         plan = self.plan
         client = MlflowClient(self.tracking_uri)
-        experiment_id = project_experiment_id(client, plan.experiment_name, plan.project_id, plan.project_name,
-                                              default_artifact_location(self.tracking_uri))
-        tags = {T.USER: getpass.getuser(), T.SOURCE_NAME: _source_name(), T.SOURCE_TYPE: "LOCAL",
-                T.DESCRIPTION: plan.description, T.TASK: plan.task, T.OUTPUT_DIR: plan.output_dir,
-                T.PROJECT_ID: plan.project_id, T.PROJECT_NAME: plan.project_name,
-                "python": platform.python_version(), **_versions(), **plan.extra_tags}
+        experiment_id = project_experiment_id(
+            client,
+            plan.experiment_name,
+            plan.project_id,
+            plan.project_name,
+            default_artifact_location(self.tracking_uri),
+        )
+        tags = {
+            T.USER: getpass.getuser(),
+            T.SOURCE_NAME: _source_name(),
+            T.SOURCE_TYPE: "LOCAL",
+            T.DESCRIPTION: plan.description,
+            T.TASK: plan.task,
+            T.OUTPUT_DIR: plan.output_dir,
+            T.PROJECT_ID: plan.project_id,
+            T.PROJECT_NAME: plan.project_name,
+            "python": platform.python_version(),
+            **_versions(),
+            **plan.extra_tags,
+        }
         commit = _git_commit()
         if commit:
             tags[T.GIT_COMMIT] = commit
@@ -175,7 +194,7 @@ class TrackedRun:
         if params:
             flat = [Param(k, v) for k, v in flatten(self.plan.config).items()]
             for start in range(0, len(flat), 100):
-                client.log_batch(self.run_id, params=flat[start:start + 100])
+                client.log_batch(self.run_id, params=flat[start : start + 100])
         with tempfile.TemporaryDirectory() as folder:
             (Path(folder) / "config.yaml").write_text(self.plan.config_yaml)
             (Path(folder) / "overrides.txt").write_text("\n".join(self.plan.overrides) + "\n")
@@ -185,8 +204,10 @@ class TrackedRun:
         from mlflow.entities import DatasetInput, InputTag
 
         datasets = self.plan.datasets() if self.plan.datasets else {}
-        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
-                  for context, dataset in datasets.items()]
+        inputs = [
+            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+            for context, dataset in datasets.items()
+        ]
         if inputs:
             client.log_inputs(self.run_id, datasets=inputs)
 
@@ -225,8 +246,12 @@ class TrackedRun:
             recorder.log_artifact(console, "")
         recorder.set_terminated(status)
         if recorder.pending:
-            log.warning("MLflow: %d record(s) wait in %s; send them with `python -m datamint_lightning tracking "
-                        "replay %s`.", recorder.pending, recorder.journal.path, recorder.journal.path)
+            log.warning(
+                "MLflow: %d record(s) wait in %s; send them with `python -m datamint_lightning tracking replay %s`.",
+                recorder.pending,
+                recorder.journal.path,
+                recorder.journal.path,
+            )
 
     # ---- while open --------------------------------------------------------------------------------------------
     @property
@@ -274,14 +299,17 @@ def _wait_for_run_id(path: Path, timeout: float = 600.0) -> str:
         time.sleep(0.5)
     from datamint_lightning.errors import TrackingError
 
-    raise TrackingError(f"This rank waited {timeout:.0f} s for rank zero's MLflow run id in {path}; give every "
-                        "process the same hydra.run.dir (see the README's multi-node commands).")
+    raise TrackingError(
+        f"This rank waited {timeout:.0f} s for rank zero's MLflow run id in {path}; give every "
+        "process the same hydra.run.dir (see the README's multi-node commands)."
+    )
 
 
 def _last_logged_steps(client, run_id: str) -> dict[str, int]:
     """The last step of each metric already in the run (what a resumed training must not log again)."""
-    return {key: max(m.step for m in client.get_metric_history(run_id, key))
-            for key in client.get_run(run_id).data.metrics}
+    return {
+        key: max(m.step for m in client.get_metric_history(run_id, key)) for key in client.get_run(run_id).data.metrics
+    }
 
 
 def _error_text(error: BaseException) -> str:
@@ -360,8 +388,9 @@ def _system_metrics(run_id: str, tracking_uri: str):
     try:
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=10, samples_before_logging=1,
-                                       tracking_uri=tracking_uri)
+        monitor = SystemMetricsMonitor(
+            run_id, sampling_interval=10, samples_before_logging=1, tracking_uri=tracking_uri
+        )
         monitor.start()
     except Exception as error:  # psutil missing, or an unusual platform: the run goes on without them
         log.debug("System metrics are off: %s", error)
@@ -383,8 +412,12 @@ def _source_name() -> str:
 
 def _git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).parent).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -392,8 +425,6 @@ def _git_commit() -> str | None:
 def _versions() -> dict[str, str]:
     versions = {}
     for package in ("datamint-lightning", "torch", "lightning", "segmentation-models-pytorch", "mlflow", "monai"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             versions[f"version.{package}"] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return versions

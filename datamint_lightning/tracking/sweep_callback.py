@@ -38,8 +38,11 @@ class SweepParentRun(Callback):
         from mlflow import MlflowClient
 
         from datamint_lightning.tracking.experiment_provider import project_experiment_id
-        from datamint_lightning.tracking.tracking_uri import (check_tracking_uri, default_artifact_location,
-                                                              resolve_tracking_uri)
+        from datamint_lightning.tracking.tracking_uri import (
+            check_tracking_uri,
+            default_artifact_location,
+            resolve_tracking_uri,
+        )
 
         self.tracking_uri = resolve_tracking_uri(_get(config, "tracking.uri"))
         check_tracking_uri(self.tracking_uri)
@@ -47,12 +50,17 @@ class SweepParentRun(Callback):
         project = _project(config)
         name = _get(config, "tracking.experiment_name") or project.name
         # the project's own experiment (found by project id), where its trainings will start their runs
-        experiment_id = project_experiment_id(client, name, project.id, project.name,
-                                              default_artifact_location(self.tracking_uri))
+        experiment_id = project_experiment_id(
+            client, name, project.id, project.name, default_artifact_location(self.tracking_uri)
+        )
         monitor = _get(config, "callbacks.model_checkpoint.monitor")
-        tags = {"datamint.sweep": "parent", "sweep.dir": str(_get(config, "hydra.sweep.dir")),
-                "sweep.overrides": " ".join(_get(config, "hydra.overrides.task") or [])[:5000],
-                "sweep.monitor": str(monitor), "sweep.mode": str(_get(config, "callbacks.model_checkpoint.mode"))}
+        tags = {
+            "datamint.sweep": "parent",
+            "sweep.dir": str(_get(config, "hydra.sweep.dir")),
+            "sweep.overrides": " ".join(_get(config, "hydra.overrides.task") or [])[:5000],
+            "sweep.monitor": str(monitor),
+            "sweep.mode": str(_get(config, "callbacks.model_checkpoint.mode")),
+        }
         run = client.create_run(experiment_id, run_name=f"sweep-{_get(config, 'task_name') or 'train'}", tags=tags)
         self.run_id = run.info.run_id
         os.environ[PARENT_RUN_ENV] = self.run_id
@@ -65,9 +73,12 @@ class SweepParentRun(Callback):
 
         client = MlflowClient(self.tracking_uri)
         try:
-            children = client.search_runs([client.get_run(self.run_id).info.experiment_id],
-                                          f"tags.`mlflow.parentRunId` = '{self.run_id}'",
-                                          order_by=["attributes.start_time ASC"], max_results=5000)
+            children = client.search_runs(
+                [client.get_run(self.run_id).info.experiment_id],
+                f"tags.`mlflow.parentRunId` = '{self.run_id}'",
+                order_by=["attributes.start_time ASC"],
+                max_results=5000,
+            )
             table = comparison_table(children)
             monitor = _get(config, "callbacks.model_checkpoint.monitor")
             best = best_child(children, monitor, _get(config, "callbacks.model_checkpoint.mode") or "max")
@@ -83,8 +94,10 @@ class SweepParentRun(Callback):
                 # Every trial that passes the gate is registered (champion moves only to a better one); the parent
                 # names the best trial's version, or why it was not registered.
                 registered = best.data.tags.get(T.REGISTERED_MODEL)
-                tags["sweep.best_model"] = registered or \
-                    f"not registered: {best.data.tags.get(T.NOT_REGISTERED, 'packaging disabled or failed')}"
+                tags["sweep.best_model"] = (
+                    registered
+                    or f"not registered: {best.data.tags.get(T.NOT_REGISTERED, 'packaging disabled or failed')}"
+                )
                 client.log_metric(self.run_id, f"best/{monitor}", best.data.metrics[monitor])
             for key, value in tags.items():
                 client.set_tag(self.run_id, key, value)
@@ -99,9 +112,11 @@ def comparison_table(children: list) -> dict[str, list]:
     params = sorted({k for c in children for k in c.data.params})
     varying = [k for k in params if len({c.data.params.get(k) for c in children}) > 1]
     metrics = sorted({k for c in children for k in c.data.metrics})
-    table: dict[str, list] = {"run_id": [c.info.run_id for c in children],
-                              "run_name": [c.info.run_name for c in children],
-                              "status": [c.info.status for c in children]}
+    table: dict[str, list] = {
+        "run_id": [c.info.run_id for c in children],
+        "run_name": [c.info.run_name for c in children],
+        "status": [c.info.status for c in children],
+    }
     for key in varying:
         table[f"params.{key}"] = [c.data.params.get(key) for c in children]
     for key in metrics:
@@ -120,7 +135,7 @@ def best_child(children: list, monitor: str | None, mode: str):
 def markdown(table: dict[str, list]) -> str:
     columns = list(table)
     rows = zip(*table.values())
-    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

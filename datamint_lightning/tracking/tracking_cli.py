@@ -21,8 +21,11 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or journal.tracking_uri
     if "***" in uri:
-        print("error: the journal's tracking URI is redacted (it held a secret); pass --tracking-uri or set "
-              "MLFLOW_TRACKING_URI.", file=sys.stderr)
+        print(
+            "error: the journal's tracking URI is redacted (it held a secret); pass --tracking-uri or set "
+            "MLFLOW_TRACKING_URI.",
+            file=sys.stderr,
+        )
         return 2
     check_tracking_uri(uri)
     records = len(journal)
@@ -30,8 +33,9 @@ def _replay(args: argparse.Namespace) -> int:
     print(f"Replayed {sent} of {records} unsent record(s) to run {journal.run_id} at {redact(uri)}.")
     if journal.unreadable:
         lines = ", ".join(map(str, journal.unreadable))
-        print(f"warning: skipped unreadable line(s) {lines} of {journal.path} (cut short by a crash?).",
-              file=sys.stderr)
+        print(
+            f"warning: skipped unreadable line(s) {lines} of {journal.path} (cut short by a crash?).", file=sys.stderr
+        )
     return 0
 
 
@@ -59,8 +63,9 @@ def _env(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m datamint_lightning tracking",
-                                     description="MLflow tracking utilities.")
+    parser = argparse.ArgumentParser(
+        prog="python -m datamint_lightning tracking", description="MLflow tracking utilities."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     replay = commands.add_parser("replay", help="send the records a training journaled while MLflow was away")
     replay.add_argument("journal", help="an mlflow_journal.jsonl file or the run's output folder")
@@ -68,11 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     replay.set_defaults(handler=_replay)
     show = commands.add_parser("show", help="print the tracking URI and the active project")
     show.set_defaults(handler=_show)
-    env = commands.add_parser("env", help="print the `export MLFLOW_TRACKING_URI=...` line for a store, to use "
-                                          "it from another folder: eval \"$(python -m datamint_lightning "
-                                          "tracking env <folder>)\"")
-    env.add_argument("where", nargs="?", help="the folder you trained in, or its mlflow.db (default: here; "
-                                              "MLFLOW_TRACKING_URI when set)")
+    env = commands.add_parser(
+        "env",
+        help="print the `export MLFLOW_TRACKING_URI=...` line for a store, to use "
+        'it from another folder: eval "$(python -m datamint_lightning '
+        'tracking env <folder>)"',
+    )
+    env.add_argument(
+        "where",
+        nargs="?",
+        help="the folder you trained in, or its mlflow.db (default: here; MLFLOW_TRACKING_URI when set)",
+    )
     env.set_defaults(handler=_env)
     args = parser.parse_args(argv)
     from datamint_lightning.errors import DatamintLightningError

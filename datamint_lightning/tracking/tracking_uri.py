@@ -70,7 +70,7 @@ def split_credentials(uri: str) -> tuple[str, tuple[str, str] | None]:
 def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):]).expanduser()
+    return Path(uri[len("sqlite:///") :]).expanduser()
 
 
 def default_artifact_location(uri: str) -> str | None:
@@ -84,8 +84,10 @@ def validate_tracking_uri(uri: str) -> None:
     parts = urlsplit(uri)
     scheme = parts.scheme.split("+")[0]
     if scheme not in SUPPORTED_SCHEMES:
-        raise TrackingError(f"Tracking URI {redact(uri)!r} has an unsupported scheme {scheme!r}; "
-                            f"expected one of {', '.join(SUPPORTED_SCHEMES)}.")
+        raise TrackingError(
+            f"Tracking URI {redact(uri)!r} has an unsupported scheme {scheme!r}; "
+            f"expected one of {', '.join(SUPPORTED_SCHEMES)}."
+        )
     if scheme == "sqlite" and (not uri.startswith("sqlite:///") or uri.rstrip("/") == "sqlite:"):
         raise TrackingError(f"Tracking URI {redact(uri)!r} is malformed; write sqlite:///<absolute path to .db>.")
     if scheme == "datamint":  # server named and API key present (see datamint_store.py)
@@ -157,6 +159,7 @@ def check_tracking_uri(uri: str, timeout: float = 10.0) -> None:
             raise TrackingError(
                 f"Cannot reach the MLflow tracking server at {redact(uri)} ({type(error).__name__}). Start it "
                 "(e.g. `mlflow server --host 127.0.0.1 --port 5000`), fix MLFLOW_TRACKING_URI, or unset it to "
-                f"use the embedded store {embedded_tracking_uri()}.") from None
+                f"use the embedded store {embedded_tracking_uri()}."
+            ) from None
         if response.status_code >= 500:
             raise TrackingError(f"The MLflow tracking server at {redact(uri)} answered HTTP {response.status_code}.")

@@ -37,8 +37,14 @@ MODEL_HOOK = "datamint_model"
 
 
 @autologging_integration(INTEGRATION)
-def autolog(log_checkpoints: bool = True, log_datasets: bool = True, log_models: bool = True,
-            register_model: bool = False, disable: bool = False, silent: bool = False) -> None:
+def autolog(
+    log_checkpoints: bool = True,
+    log_datasets: bool = True,
+    log_models: bool = True,
+    register_model: bool = False,
+    disable: bool = False,
+    silent: bool = False,
+) -> None:
     """Track every ``lightning.pytorch.Trainer.fit`` (see the module docstring); ``disable=True`` reverts."""
     safe_patch(INTEGRATION, pl.Trainer, "fit", _patched_fit)
 
@@ -48,8 +54,9 @@ def _config(key: str, default: Any) -> Any:
 
 
 def _patched_fit(original, trainer, *args, **kwargs):
-    session = FitSession(trainer, args[0] if args else kwargs.get("model"),
-                         kwargs.get("datamodule", args[3] if len(args) > 3 else None))
+    session = FitSession(
+        trainer, args[0] if args else kwargs.get("model"), kwargs.get("datamodule", args[3] if len(args) > 3 else None)
+    )
     try:
         session.start()
     except BaseException:  # safe_patch warns and runs the original fit untouched; no run is left open
@@ -67,8 +74,11 @@ def _patched_fit(original, trainer, *args, **kwargs):
 def _explicit_experiment() -> bool:
     import mlflow.tracking.fluent as fluent
 
-    return bool(fluent._active_experiment_id or os.environ.get("MLFLOW_EXPERIMENT_NAME")
-                or os.environ.get("MLFLOW_EXPERIMENT_ID"))
+    return bool(
+        fluent._active_experiment_id
+        or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+        or os.environ.get("MLFLOW_EXPERIMENT_ID")
+    )
 
 
 class FitSession:
@@ -106,8 +116,12 @@ class FitSession:
                 callbacks.remove(own)  # Lightning's default checkpoint: ours takes its place for this fit
             self.checkpoint = MLflowModelCheckpoint(
                 dirpath=Path(trainer.default_root_dir) / "checkpoints" / self.run_id,
-                monitor=getattr(own, "monitor", None), mode=getattr(own, "mode", "min"),
-                save_top_k=getattr(own, "save_top_k", 1), tracking_uri=self.tracking_uri, run_id=self.run_id)
+                monitor=getattr(own, "monitor", None),
+                mode=getattr(own, "mode", "min"),
+                save_top_k=getattr(own, "save_top_k", 1),
+                tracking_uri=self.tracking_uri,
+                run_id=self.run_id,
+            )
             callbacks.append(self.checkpoint)
         else:
             self.checkpoint = next((c for c in callbacks if isinstance(c, MLflowModelCheckpoint)), None)
@@ -159,8 +173,15 @@ class FitSession:
         if task is not None and best:
             from datamint_lightning.training.gate import package_verify_register
 
-            package_verify_register(task, best, self.module, self.datamodule or self.trainer.datamodule,
-                                    _GateRun(client, self.run_id, self.tracking_uri), self.checkpoint, {})
+            package_verify_register(
+                task,
+                best,
+                self.module,
+                self.datamodule or self.trainer.datamodule,
+                _GateRun(client, self.run_id, self.tracking_uri),
+                self.checkpoint,
+                {},
+            )
             return
         hook = getattr(self.module, MODEL_HOOK, None)
         if not callable(hook):
@@ -217,20 +238,32 @@ def _log_params_and_inputs(session: FitSession, trainer) -> None:
     if not trainer.is_global_zero:
         return
     client = mlflow.MlflowClient(session.tracking_uri)
-    params = {"max_epochs": trainer.max_epochs, "accumulate_grad_batches": trainer.accumulate_grad_batches,
-              "precision": trainer.precision, "gradient_clip_val": trainer.gradient_clip_val}
+    params = {
+        "max_epochs": trainer.max_epochs,
+        "accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "precision": trainer.precision,
+        "gradient_clip_val": trainer.gradient_clip_val,
+    }
     if trainer.optimizers:
         optimizer = trainer.optimizers[0]
         params["optimizer_name"] = type(optimizer).__name__
-        params.update({f"optimizer.{k}": v for k, v in optimizer.param_groups[0].items()
-                       if k != "params" and isinstance(v, (int, float, str, bool))})
+        params.update(
+            {
+                f"optimizer.{k}": v
+                for k, v in optimizer.param_groups[0].items()
+                if k != "params" and isinstance(v, (int, float, str, bool))
+            }
+        )
     logged = client.get_run(session.run_id).data.params
-    client.log_batch(session.run_id, params=[Param(k, str(v)) for k, v in params.items()
-                                             if v is not None and k not in logged])
+    client.log_batch(
+        session.run_id, params=[Param(k, str(v)) for k, v in params.items() if v is not None and k not in logged]
+    )
     describe = getattr(session.datamodule or trainer.datamodule, "mlflow_datasets", None)
     if _config("log_datasets", True) and callable(describe):
-        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
-                  for context, dataset in describe().items()]
+        inputs = [
+            DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])
+            for context, dataset in describe().items()
+        ]
         if inputs:
             client.log_inputs(session.run_id, datasets=inputs)
 

@@ -24,8 +24,16 @@ class ClassificationModule(L.LightningModule):
     ``configure_optimizers``).
     """
 
-    def __init__(self, network: dict[str, Any], labels: list[str], multilabel: bool = False, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, scheduler: str = "cosine", label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        network: dict[str, Any],
+        labels: list[str],
+        multilabel: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str = "cosine",
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the full config is logged already
         self.labels, self.multilabel = list(labels), bool(multilabel)
@@ -38,8 +46,7 @@ class ClassificationModule(L.LightningModule):
         network = dict(network)
         pretrained = bool(network.pop("pretrained", False))
         # The architecture alone: serving rebuilds it and loads the trained weights, whatever initialised them.
-        self.network_config = {"library": "torchvision", "in_channels": 1, **network,
-                               "num_classes": len(self.labels)}
+        self.network_config = {"library": "torchvision", "in_channels": 1, **network, "num_classes": len(self.labels)}
         self.net = self.build_network(self.network_config)
         if pretrained:
             from datamint_lightning.networks.classifiers import load_pretrained
@@ -67,25 +74,39 @@ class ClassificationModule(L.LightningModule):
     # ---- metrics ------------------------------------------------------------------------------------------
     def _task_args(self) -> dict[str, Any]:
         count = len(self.labels)
-        return {"task": "multilabel", "num_labels": count} if self.multilabel else \
-            {"task": "multiclass", "num_classes": count}
+        return (
+            {"task": "multilabel", "num_labels": count}
+            if self.multilabel
+            else {"task": "multiclass", "num_classes": count}
+        )
 
     def _metrics(self):
         from torchmetrics import MetricCollection
         from torchmetrics.classification import AUROC, Accuracy, F1Score
 
         args = self._task_args()
-        return MetricCollection({"accuracy": Accuracy(average="micro", **args), "f1": F1Score(average="macro", **args),
-                                 "auroc": AUROC(average=None, **args)})
+        return MetricCollection(
+            {
+                "accuracy": Accuracy(average="micro", **args),
+                "f1": F1Score(average="macro", **args),
+                "auroc": AUROC(average=None, **args),
+            }
+        )
 
     def _curves(self):
         from torchmetrics import MetricCollection
-        from torchmetrics.classification import ROC, ConfusionMatrix, Precision, Recall, F1Score
+        from torchmetrics.classification import ROC, ConfusionMatrix, F1Score, Precision, Recall
 
         args = self._task_args()
-        return MetricCollection({"confusion": ConfusionMatrix(**args), "roc": ROC(**args),
-                                 "precision": Precision(average=None, **args), "recall": Recall(average=None, **args),
-                                 "f1": F1Score(average=None, **args)})
+        return MetricCollection(
+            {
+                "confusion": ConfusionMatrix(**args),
+                "roc": ROC(**args),
+                "precision": Precision(average=None, **args),
+                "recall": Recall(average=None, **args),
+                "f1": F1Score(average=None, **args),
+            }
+        )
 
     @staticmethod
     def _target(batch: dict[str, Any]) -> torch.Tensor:
@@ -101,8 +122,9 @@ class ClassificationModule(L.LightningModule):
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         target = self._target(batch)
         logits = self(batch["image"])
-        self.log(f"{stage}/loss", self.compute_loss(logits, target), on_epoch=True, sync_dist=True,
-                 batch_size=len(target))
+        self.log(
+            f"{stage}/loss", self.compute_loss(logits, target), on_epoch=True, sync_dist=True, batch_size=len(target)
+        )
         probs, target = self.probabilities(logits.float()), target.long()
         self.metrics[stage].update(probs, target)
         if stage == "test":
@@ -138,8 +160,13 @@ class ClassificationModule(L.LightningModule):
         if baseline is not None:
             self.log("test/majority_accuracy", baseline)
         if self.trainer.is_global_zero:  # metric states are synchronised already: one report, from rank zero
-            report = ClassificationReport(self.labels, self.multilabel, curves["confusion"], curves["roc"], {
-                "precision": curves["precision"], "recall": curves["recall"], "f1": curves["f1"], "auroc": auroc})
+            report = ClassificationReport(
+                self.labels,
+                self.multilabel,
+                curves["confusion"],
+                curves["roc"],
+                {"precision": curves["precision"], "recall": curves["recall"], "f1": curves["f1"], "auroc": auroc},
+            )
             report.log_to(self.trainer.loggers)
 
     def majority_accuracy(self, confusion: torch.Tensor) -> torch.Tensor | None:

@@ -33,20 +33,30 @@ class ClassificationReport:
 
     def confusion_table(self) -> dict[str, list]:
         if self.multilabel:  # per label: [[TN, FP], [FN, TP]]
-            return {"label": list(self.labels), **{key: [int(c[i, j]) for c in self.confusion.cpu()]
-                                                   for key, (i, j) in {"tn": (0, 0), "fp": (0, 1), "fn": (1, 0),
-                                                                       "tp": (1, 1)}.items()}}
-        return {"true": list(self.labels), **{f"predicted_{name}": [int(v) for v in self.confusion[:, j].cpu()]
-                                              for j, name in enumerate(self.labels)}}
+            return {
+                "label": list(self.labels),
+                **{
+                    key: [int(c[i, j]) for c in self.confusion.cpu()]
+                    for key, (i, j) in {"tn": (0, 0), "fp": (0, 1), "fn": (1, 0), "tp": (1, 1)}.items()
+                },
+            }
+        return {
+            "true": list(self.labels),
+            **{f"predicted_{name}": [int(v) for v in self.confusion[:, j].cpu()] for j, name in enumerate(self.labels)},
+        }
 
     def figures(self) -> dict[str, Any]:
         from torchmetrics.utilities.plot import plot_confusion_matrix, plot_curve
 
         figure, _ = plot_confusion_matrix(self.confusion.cpu(), labels=list(self.labels))
         figure.suptitle("Test confusion matrix" + (" (per label)" if self.multilabel else " (rows: true class)"))
-        roc, _ = plot_curve(tuple(self._cpu(part) for part in self.roc), score=self.per_class.get("auroc"),
-                            label_names=("False positive rate", "True positive rate"), labels=list(self.labels),
-                            name="Test ROC curves")
+        roc, _ = plot_curve(
+            tuple(self._cpu(part) for part in self.roc),
+            score=self.per_class.get("auroc"),
+            label_names=("False positive rate", "True positive rate"),
+            labels=list(self.labels),
+            name="Test ROC curves",
+        )
         return {"confusion_matrix.png": figure, "roc_curves.png": roc}
 
     @staticmethod

@@ -40,8 +40,10 @@ class ClassificationTrainer(TaskTrainer):
 
     recipe: ClassVar[str] = "brain_tumor_cls"
     task_type: ClassVar[str] = "image_classification"  # multilabel_image_classification for multi-label projects
-    intended_input: ClassVar[str] = ("2D images like the training ones (PNG/JPEG pictures, DICOM, arrays in modality "
-                                     "units), or volumes classified slice by slice")
+    intended_input: ClassVar[str] = (
+        "2D images like the training ones (PNG/JPEG pictures, DICOM, arrays in modality "
+        "units), or volumes classified slice by slice"
+    )
 
     def build_module(self, datamodule):
         from hydra.errors import InstantiationException
@@ -71,7 +73,8 @@ class ClassificationTrainer(TaskTrainer):
                 f"{type(self).__name__} trains classifiers, but project {project.name!r} holds {datamodule.task} "
                 f"data (labels {sorted(project.labels)}). Choose a classification project (data.project=...; import "
                 "one with `projects import class-folders` or `projects import csv`) or a segmentation recipe "
-                "(e.g. recipe=liver_seg).")
+                "(e.g. recipe=liver_seg)."
+            )
         if datamodule.dims != 2:
             raise ConfigError(f"data.dims={datamodule.dims}: classifiers take 2D images or slices (data.dims=2).")
 
@@ -79,11 +82,15 @@ class ClassificationTrainer(TaskTrainer):
         super().validate(datamodule, module)
         multilabel = datamodule.task == "multilabel_classification"
         if module.multilabel != multilabel:
-            raise ConfigError(f"model.multilabel={module.multilabel} but project {datamodule.project_name!r} is "
-                              f"{datamodule.task}; set model.multilabel=null to follow the project.")
+            raise ConfigError(
+                f"model.multilabel={module.multilabel} but project {datamodule.project_name!r} is "
+                f"{datamodule.task}; set model.multilabel=null to follow the project."
+            )
         if list(module.labels) != list(datamodule.labels):
-            raise ConfigError(f"model.labels={module.labels} differ from the data's classes {datamodule.labels}; "
-                              "leave model.labels=${data.labels}.")
+            raise ConfigError(
+                f"model.labels={module.labels} differ from the data's classes {datamodule.labels}; "
+                "leave model.labels=${data.labels}."
+            )
 
     # ---- registration-gate hooks ----------------------------------------------------------------------------
     def gate_examples(self, datamodule, count: int) -> list:
@@ -106,11 +113,23 @@ class ClassificationTrainer(TaskTrainer):
         from datamint_lightning.packaging.packager import request_example
 
         example = examples[0] if examples else None
-        input_example = None if example is None else ([example], {"mode": "image"}) if isinstance(example, dict) \
+        input_example = (
+            None
+            if example is None
+            else ([example], {"mode": "image"})
+            if isinstance(example, dict)
             else request_example(example, {"mode": "image"})
-        return log_classification(module.net, module.network_config, module.labels, datamodule.preprocessing,
-                                  run_id, multilabel=module.multilabel, input_example=input_example,
-                                  metadata=metadata)
+        )
+        return log_classification(
+            module.net,
+            module.network_config,
+            module.labels,
+            datamodule.preprocessing,
+            run_id,
+            multilabel=module.multilabel,
+            input_example=input_example,
+            metadata=metadata,
+        )
 
     def package_outputs(self, loaded_model, examples: list) -> list[np.ndarray]:
         from datamint_lightning.packaging.classification import package_scores

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,12 @@ from datamint_lightning.errors import ConfigError
 log = logging.getLogger("datamint_lightning")
 
 # Model flavor task_type -> the project task it is evaluated on.
-PROJECT_TASK = {"image_segmentation": "segmentation", "volume_segmentation": "segmentation",
-                "image_classification": "classification",
-                "multilabel_image_classification": "multilabel_classification"}
+PROJECT_TASK = {
+    "image_segmentation": "segmentation",
+    "volume_segmentation": "segmentation",
+    "image_classification": "classification",
+    "multilabel_image_classification": "multilabel_classification",
+}
 RUN_KIND_TAG = "datamint.run_kind"
 CASES_TABLE = "evaluation/cases.json"
 
@@ -45,8 +48,8 @@ class ModelUnderTest:
 @dataclass
 class Evaluation:
     model: ModelUnderTest
-    cases: list[dict[str, Any]]          # one row per case (and label, for segmentation)
-    summary: dict[str, float]            # eval/<metric> -> value
+    cases: list[dict[str, Any]]  # one row per case (and label, for segmentation)
+    summary: dict[str, float]  # eval/<metric> -> value
     run_id: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -62,15 +65,23 @@ def describe_model(uri: str, store_uri: str, workdir: str | Path) -> ModelUnderT
         mlmodel = Model.load(str(local))
     except (MlflowException, OSError) as error:
         reason = str(error).splitlines()[0][:300]
-        raise ConfigError(f"model={uri!r} does not resolve: {reason}. Use models:/<name>/<version>, "
-                          "models:/<name>@champion, models:/m-<id> or runs:/<run id>/<path> (and run where the "
-                          "MLflow store is, or set MLFLOW_TRACKING_URI).") from None
+        raise ConfigError(
+            f"model={uri!r} does not resolve: {reason}. Use models:/<name>/<version>, "
+            "models:/<name>@champion, models:/m-<id> or runs:/<run id>/<path> (and run where the "
+            "MLflow store is, or set MLFLOW_TRACKING_URI)."
+        ) from None
     flavor = mlmodel.flavors.get("datamint")
     if not flavor:
         raise ConfigError(f"model={uri!r} is not a Datamint model (its MLmodel has no 'datamint' flavor).")
     labels = [spec["identifier"] for spec in flavor.get("annotation_specs") or []]
-    return ModelUnderTest(uri, getattr(mlmodel, "model_id", None), flavor.get("task_type", ""), labels,
-                          list(flavor.get("supported_modes") or []), str(local))
+    return ModelUnderTest(
+        uri,
+        getattr(mlmodel, "model_id", None),
+        flavor.get("task_type", ""),
+        labels,
+        list(flavor.get("supported_modes") or []),
+        str(local),
+    )
 
 
 def _fetch(uri: str, store_uri: str, workdir: str | Path) -> Path:
@@ -82,12 +93,12 @@ def _fetch(uri: str, store_uri: str, workdir: str | Path) -> Path:
 
     client = MlflowClient(store_uri, registry_uri=store_uri)
     location = uri
-    if uri.startswith("models:/m-") and "/" not in uri[len("models:/"):]:  # a LoggedModel by id
-        location = client.get_logged_model(uri[len("models:/"):]).artifact_location
+    if uri.startswith("models:/m-") and "/" not in uri[len("models:/") :]:  # a LoggedModel by id
+        location = client.get_logged_model(uri[len("models:/") :]).artifact_location
     elif uri.startswith("models:/"):
         location = client.get_model_version_download_uri(*get_model_name_and_version(client, uri))
     elif uri.startswith("runs:/"):  # likewise: MLflow would open the default store to find the run
-        run_id, _, path = uri[len("runs:/"):].partition("/")
+        run_id, _, path = uri[len("runs:/") :].partition("/")
         location = f"{client.get_run(run_id).info.artifact_uri}/{path}"
     destination = Path(workdir) / str(len(list(Path(workdir).iterdir())))
     return Path(download_artifacts(artifact_uri=location, dst_path=str(destination), tracking_uri=store_uri))
@@ -97,21 +108,28 @@ def check_compatible(model: ModelUnderTest, project) -> None:
     """The model's task and labels fit the project, or one ``ConfigError`` saying what differs."""
     expected = PROJECT_TASK.get(model.task_type)
     if expected is None:
-        raise ConfigError(f"model={model.uri!r} has task_type {model.task_type!r}; evaluate handles "
-                          f"{', '.join(PROJECT_TASK)}.")
+        raise ConfigError(
+            f"model={model.uri!r} has task_type {model.task_type!r}; evaluate handles {', '.join(PROJECT_TASK)}."
+        )
     if expected != project.task:
-        raise ConfigError(f"model={model.uri!r} is a {model.task_type} model but project {project.name!r} is a "
-                          f"{project.task} project; evaluate it on a {expected} project.")
+        raise ConfigError(
+            f"model={model.uri!r} is a {model.task_type} model but project {project.name!r} is a "
+            f"{project.task} project; evaluate it on a {expected} project."
+        )
     if project.task == "segmentation":
         missing = [label for label in model.labels if label not in project.labels]
         if missing:
-            raise ConfigError(f"model={model.uri!r} segments {model.labels} but project {project.name!r} has labels "
-                              f"{sorted(project.labels)}: no reference for {missing}.")
+            raise ConfigError(
+                f"model={model.uri!r} segments {model.labels} but project {project.name!r} has labels "
+                f"{sorted(project.labels)}: no reference for {missing}."
+            )
     else:
         unknown = [c for c in project.categories if c not in model.labels]
         if unknown:
-            raise ConfigError(f"model={model.uri!r} classifies into {model.labels} but project {project.name!r} has "
-                              f"classes {list(project.categories)}: the model cannot predict {unknown}.")
+            raise ConfigError(
+                f"model={model.uri!r} classifies into {model.labels} but project {project.name!r} has "
+                f"classes {list(project.categories)}: the model cannot predict {unknown}."
+            )
 
 
 def split_resources(project, split: str, seed: int) -> list:
@@ -126,8 +144,10 @@ def split_resources(project, split: str, seed: int) -> list:
         patients = resolve_split(project, dict(DEFAULT_FRACTIONS), seed)
         chosen = [r for r in project.resources if patients[r.patient_id] == split]
     if not chosen:
-        raise ConfigError(f"The {split} split of project {project.name!r} has no cases (data.seed={seed}); "
-                          "choose another split (data.split=val|train|all).")
+        raise ConfigError(
+            f"The {split} split of project {project.name!r} has no cases (data.seed={seed}); "
+            "choose another split (data.split=val|train|all)."
+        )
     return chosen
 
 
@@ -158,9 +178,10 @@ def _surface_metrics(predicted: np.ndarray, reference: np.ndarray, spacing, tole
         warnings.simplefilter("ignore")
         dice = float(compute_dice(pred, ref, include_background=True, ignore_empty=False))
         hd95 = float(compute_hausdorff_distance(pred, ref, include_background=True, percentile=95, spacing=spacing))
-        surface = float(compute_surface_dice(pred, ref, class_thresholds=[tolerance_mm], include_background=True,
-                                             spacing=spacing))
-    finite = lambda v: v if math.isfinite(v) else float("nan")  # noqa: E731  (inf: one mask empty)
+        surface = float(
+            compute_surface_dice(pred, ref, class_thresholds=[tolerance_mm], include_background=True, spacing=spacing)
+        )
+    finite = lambda v: v if math.isfinite(v) else float("nan")
     return {"dice": dice, "hd95": finite(hd95), "surface_dice": finite(surface)}
 
 
@@ -169,8 +190,10 @@ def evaluate_segmentation(loaded, model: ModelUnderTest, project, resources, tol
     for resource in resources:
         mode = "image" if resource.kind == "image" else "volume"
         if mode not in model.supported_modes:
-            raise ConfigError(f"model={model.uri!r} has no {mode!r} mode (it supports {model.supported_modes}); "
-                              f"case {resource.id} of project {project.name!r} is a {resource.kind}.")
+            raise ConfigError(
+                f"model={model.uri!r} has no {mode!r} mode (it supports {model.supported_modes}); "
+                f"case {resource.id} of project {project.name!r} is a {resource.kind}."
+            )
         image, reference = _case_array(project, resource), _reference(project, resource)
         annotations = loaded.predict([image], params={"mode": mode})[0]
         masks = {a["identifier"]: np.asarray(a["mask"]) for a in annotations if a.get("type") == "segmentation"}
@@ -178,13 +201,25 @@ def evaluate_segmentation(loaded, model: ModelUnderTest, project, resources, tol
             truth = reference == project.labels[label]
             predicted = masks.get(label, np.zeros_like(truth, dtype=np.uint8))
             if predicted.shape != truth.shape:
-                raise ConfigError(f"model={model.uri!r} answered a {predicted.shape} mask for case {resource.id} "
-                                  f"whose reference is {truth.shape}.")
-            rows.append({"case": resource.id, "patient": resource.patient_id, "label": label,
-                         **_surface_metrics(predicted, truth, resource.spacing, tolerance_mm),
-                         "predicted_voxels": int((predicted > 0).sum()), "reference_voxels": int(truth.sum())})
-    summary = {"eval/dice": _mean(r["dice"] for r in rows), "eval/hd95": _mean(r["hd95"] for r in rows),
-               "eval/surface_dice": _mean(r["surface_dice"] for r in rows)}
+                raise ConfigError(
+                    f"model={model.uri!r} answered a {predicted.shape} mask for case {resource.id} "
+                    f"whose reference is {truth.shape}."
+                )
+            rows.append(
+                {
+                    "case": resource.id,
+                    "patient": resource.patient_id,
+                    "label": label,
+                    **_surface_metrics(predicted, truth, resource.spacing, tolerance_mm),
+                    "predicted_voxels": int((predicted > 0).sum()),
+                    "reference_voxels": int(truth.sum()),
+                }
+            )
+    summary = {
+        "eval/dice": _mean(r["dice"] for r in rows),
+        "eval/hd95": _mean(r["hd95"] for r in rows),
+        "eval/surface_dice": _mean(r["surface_dice"] for r in rows),
+    }
     for label in model.labels:
         summary[f"eval/dice_{label}"] = _mean(r["dice"] for r in rows if r["label"] == label)
     return Evaluation(model, rows, summary)
@@ -204,10 +239,17 @@ def evaluate_classification(loaded, model: ModelUnderTest, project, resources) -
         predicted = model.labels[int(np.argmax(row_scores))]
         truth = list(resource.categories)
         scores.append(row_scores)
-        rows.append({"case": resource.id, "patient": resource.patient_id, "truth": "|".join(truth),
-                     "predicted": predicted, "confidence": max(row_scores),
-                     "correct": (predicted in truth) if not multilabel else None,
-                     **{f"score_{label}": s for label, s in zip(model.labels, row_scores)}})
+        rows.append(
+            {
+                "case": resource.id,
+                "patient": resource.patient_id,
+                "truth": "|".join(truth),
+                "predicted": predicted,
+                "confidence": max(row_scores),
+                "correct": (predicted in truth) if not multilabel else None,
+                **{f"score_{label}": s for label, s in zip(model.labels, row_scores)},
+            }
+        )
     probs = torch.tensor(scores)
     k = len(model.labels)
     if multilabel:
@@ -218,9 +260,11 @@ def evaluate_classification(loaded, model: ModelUnderTest, project, resources) -
         task = {"task": "multiclass", "num_classes": k}
     with warnings.catch_warnings():  # AUROC warns when a class has no positive case (the value then says so)
         warnings.simplefilter("ignore")
-        summary = {"eval/accuracy": float(accuracy(probs, target, **task, average="micro")),
-                   "eval/f1": float(f1_score(probs, target, **task, average="macro")),
-                   "eval/auroc": float(auroc(probs, target, **task, average="macro"))}
+        summary = {
+            "eval/accuracy": float(accuracy(probs, target, **task, average="micro")),
+            "eval/f1": float(f1_score(probs, target, **task, average="macro")),
+            "eval/auroc": float(auroc(probs, target, **task, average="macro")),
+        }
     return Evaluation(model, rows, summary)
 
 
@@ -229,8 +273,15 @@ def _mean(values) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-def evaluate(model_uris: list[str], project_name: str, split: str = "test", seed: int = 42,
-             tolerance_mm: float = 2.0, tracking_uri: str | None = None, log_runs: bool = True) -> list[Evaluation]:
+def evaluate(
+    model_uris: list[str],
+    project_name: str,
+    split: str = "test",
+    seed: int = 42,
+    tolerance_mm: float = 2.0,
+    tracking_uri: str | None = None,
+    log_runs: bool = True,
+) -> list[Evaluation]:
     """Evaluate each model on ``project_name``'s ``split``; returns the evaluations, best first."""
     from datamint_lightning.data.projects import ProjectStore
     from datamint_lightning.tracking.tracking_uri import check_tracking_uri, resolve_tracking_uri
@@ -245,8 +296,9 @@ def evaluate(model_uris: list[str], project_name: str, split: str = "test", seed
         return _evaluate_all(models, project, split, seed, tolerance_mm, uri, log_runs)
 
 
-def _evaluate_all(models: list[ModelUnderTest], project, split: str, seed: int, tolerance_mm: float, uri: str,
-                  log_runs: bool) -> list[Evaluation]:
+def _evaluate_all(
+    models: list[ModelUnderTest], project, split: str, seed: int, tolerance_mm: float, uri: str, log_runs: bool
+) -> list[Evaluation]:
     import mlflow
 
     for model in models:
@@ -288,31 +340,58 @@ def log_evaluation(uri: str, evaluation: Evaluation, project, split: str, resour
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(project.name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        project.name, default_artifact_location(uri),
-        tags={"datamint.project_id": project.id, "datamint.project_name": project.name,
-              T.EXPERIMENT_KIND: T.MODEL_TRAINING_KIND})
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(
+            project.name,
+            default_artifact_location(uri),
+            tags={
+                "datamint.project_id": project.id,
+                "datamint.project_name": project.name,
+                T.EXPERIMENT_KIND: T.MODEL_TRAINING_KIND,
+            },
+        )
+    )
     model = evaluation.model
     headline = headline_metric(project.task)
-    description = (f"Evaluation of {model.uri} on {project.name}/{split} ({len(resources)} cases): "
-                   + ", ".join(f"{k.split('/', 1)[1]} {v:.4f}" for k, v in evaluation.summary.items()
-                               if math.isfinite(v)))
-    run = client.create_run(experiment_id, run_name=f"evaluate-{project.name}-{split}", tags={
-        RUN_KIND_TAG: "evaluation", "datamint.project_id": project.id, "datamint.project_name": project.name,
-        "datamint.split": split, "datamint.evaluated_model": model.uri,
-        "datamint.logged_model_id": model.model_id or "", "mlflow.note.content": description})
+    description = f"Evaluation of {model.uri} on {project.name}/{split} ({len(resources)} cases): " + ", ".join(
+        f"{k.split('/', 1)[1]} {v:.4f}" for k, v in evaluation.summary.items() if math.isfinite(v)
+    )
+    run = client.create_run(
+        experiment_id,
+        run_name=f"evaluate-{project.name}-{split}",
+        tags={
+            RUN_KIND_TAG: "evaluation",
+            "datamint.project_id": project.id,
+            "datamint.project_name": project.name,
+            "datamint.split": split,
+            "datamint.evaluated_model": model.uri,
+            "datamint.logged_model_id": model.model_id or "",
+            "mlflow.note.content": description,
+        },
+    )
     run_id = run.info.run_id
     try:
-        dataset = DatamintMLflowDataset(project.id, project.name, split, resources, labels=model.labels,
-                                        task=project.task, root=project.root)
-        client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
-                                                         [InputTag("mlflow.data.context", "evaluation")])],
-                          models=[LoggedModelInput(model.model_id)] if model.model_id else None)
+        dataset = DatamintMLflowDataset(
+            project.id, project.name, split, resources, labels=model.labels, task=project.task, root=project.root
+        )
+        client.log_inputs(
+            run_id,
+            datasets=[DatasetInput(dataset._to_mlflow_entity(), [InputTag("mlflow.data.context", "evaluation")])],
+            models=[LoggedModelInput(model.model_id)] if model.model_id else None,
+        )
         client.log_table(run_id, data=_columns(evaluation.cases), artifact_file=CASES_TABLE)
         for name, value in evaluation.summary.items():
             if math.isfinite(value):
-                client.log_metric(run_id, name, value, model_id=model.model_id, dataset_name=dataset.name,
-                                  dataset_digest=dataset.digest)
+                client.log_metric(
+                    run_id,
+                    name,
+                    value,
+                    model_id=model.model_id,
+                    dataset_name=dataset.name,
+                    dataset_digest=dataset.digest,
+                )
         client.set_tag(run_id, "datamint.headline", f"{headline}={evaluation.summary.get(headline, float('nan')):.4f}")
     except Exception:
         client.set_terminated(run_id, "FAILED")
@@ -330,8 +409,10 @@ def leaderboard(evaluations: list[Evaluation], task: str) -> str:
     """A plain-text table, best first by the headline metric."""
     metrics = list(dict.fromkeys(k for e in evaluations for k in e.summary))
     header = ["rank", "model", *(m.split("/", 1)[1] for m in metrics), "run"]
-    rows = [[str(i), e.model.uri, *(f"{e.summary.get(m, float('nan')):.4f}" for m in metrics), e.run_id or "-"]
-            for i, e in enumerate(evaluations, 1)]
+    rows = [
+        [str(i), e.model.uri, *(f"{e.summary.get(m, float('nan')):.4f}" for m in metrics), e.run_id or "-"]
+        for i, e in enumerate(evaluations, 1)
+    ]
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
     return f"Leaderboard (by {headline_metric(task)}):\n" + "\n".join(lines)

@@ -26,8 +26,10 @@ def parse(argv: list[str]) -> dict:
     for token in argv:
         key, sep, value = token.partition("=")
         if not sep or key not in KEYS:
-            raise ConfigError(f"evaluate: unexpected argument {token!r}; expected key=value with key one of "
-                              f"{', '.join(sorted(KEYS))}.")
+            raise ConfigError(
+                f"evaluate: unexpected argument {token!r}; expected key=value with key one of "
+                f"{', '.join(sorted(KEYS))}."
+            )
         if key == "model":
             options["model"].append(value)
         else:
@@ -49,8 +51,13 @@ def main(argv: list[str]) -> int:
         options = parse(argv)
         from datamint_lightning.training.evaluate import evaluate, leaderboard
 
-        evaluations = evaluate(options["model"], options["data.project"], options.get("data.split", "test"),
-                               int(options.get("data.seed", 42)), float(options.get("tolerance_mm", 2.0)))
+        evaluations = evaluate(
+            options["model"],
+            options["data.project"],
+            options.get("data.split", "test"),
+            int(options.get("data.seed", 42)),
+            float(options.get("tolerance_mm", 2.0)),
+        )
     except DatamintLightningError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

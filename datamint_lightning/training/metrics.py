@@ -72,7 +72,6 @@ class PerPatientDice(Metric):
         return (dice / (2 - dice)).nanmean(dim=0)
 
 
-
 class SegmentationScores(torch.nn.Module):
     """Dice and IoU per label, from ``update(preds, target)`` with integer label maps (N, ...) of any rank.
 
@@ -89,12 +88,19 @@ class SegmentationScores(torch.nn.Module):
 
         self.labels = list(labels)
         classes = len(self.labels) + 1
-        self.dice = DiceScore(num_classes=classes, include_background=False, average="none",
-                              aggregation_level="samplewise" if per_sample else "global", input_format="index")
+        self.dice = DiceScore(
+            num_classes=classes,
+            include_background=False,
+            average="none",
+            aggregation_level="samplewise" if per_sample else "global",
+            input_format="index",
+        )
         # MeanIoU averages per sample (skipping samples where a label is absent); the Jaccard index is global.
-        self.iou = (MeanIoU(num_classes=classes, include_background=False, per_class=True, input_format="index")
-                    if per_sample else
-                    MulticlassJaccardIndex(classes, average="none", zero_division=float("nan")))
+        self.iou = (
+            MeanIoU(num_classes=classes, include_background=False, per_class=True, input_format="index")
+            if per_sample
+            else MulticlassJaccardIndex(classes, average="none", zero_division=float("nan"))
+        )
         self.per_sample = per_sample
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:

@@ -30,34 +30,49 @@ def run_task(task) -> dict[str, Any]:
 
     cfg = task.cfg
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    uri = checked_tracking_uri(cfg)                     # a malformed or unreachable store fails first
+    uri = checked_tracking_uri(cfg)  # a malformed or unreachable store fails first
     datamodule = task.build_datamodule()
     module = task.build_module(datamodule)
-    task.validate(datamodule, module)                   # everything that needs no run, before one exists
-    plan = plan_run(task, datamodule, module, uri)      # names, config record, resume target checked
-    with TrackedRun(plan) as run:                       # FINISHED / FAILED (error tagged) / KILLED, always
+    task.validate(datamodule, module)  # everything that needs no run, before one exists
+    plan = plan_run(task, datamodule, module, uri)  # names, config record, resume target checked
+    with TrackedRun(plan) as run:  # FINISHED / FAILED (error tagged) / KILLED, always
         announce_store(run)
         trainer = task.build_lightning_trainer(run.logger, task.build_callbacks())
         checkpoint = trainer.checkpoint_callback
         trainer.fit(module, datamodule=datamodule, ckpt_path=plan.resume_checkpoint)
         best = checkpoint.best_model_path or checkpoint.last_model_path
         if not best:
-            raise ConfigError("No checkpoint was saved (callbacks.model_checkpoint), so nothing can be tested "
-                              "or packaged.")
+            raise ConfigError(
+                "No checkpoint was saved (callbacks.model_checkpoint), so nothing can be tested or packaged."
+            )
         tested = trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         test_results = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
-        results = {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": run.tracking_uri,
-                   "test_results": test_results, "best_checkpoint": best, "output_dir": str(cfg.paths.output_dir),
-                   "best_score": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
-                   "trainer": trainer, "module": module, "datamodule": datamodule, "model_uri": None,
-                   "registered_model_name": None, "registered_model_version": None, "champion": None}
+        results = {
+            "run_id": run.run_id,
+            "experiment_id": run.experiment_id,
+            "tracking_uri": run.tracking_uri,
+            "test_results": test_results,
+            "best_checkpoint": best,
+            "output_dir": str(cfg.paths.output_dir),
+            "best_score": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
+            "trainer": trainer,
+            "module": module,
+            "datamodule": datamodule,
+            "model_uri": None,
+            "registered_model_name": None,
+            "registered_model_version": None,
+            "champion": None,
+        }
         if trainer.is_global_zero and cfg.packaging.enabled:
             checkpoint.flush()
-            if run.recorder.reconnect(force=True):      # replays what was journaled while the store was away
+            if run.recorder.reconnect(force=True):  # replays what was journaled while the store was away
                 results.update(package_verify_register(task, best, module, datamodule, run, checkpoint, test_results))
             else:
-                log.warning("MLflow store unreachable at the end of training: the model was not packaged or "
-                            "registered; checkpoints are in %s.", checkpoint.dirpath)
+                log.warning(
+                    "MLflow store unreachable at the end of training: the model was not packaged or "
+                    "registered; checkpoints are in %s.",
+                    checkpoint.dirpath,
+                )
         results["journal"] = str(run.recorder.journal.path) if run.recorder.pending else None
         results["tracking_failures"] = list(run.recorder.failures)
     results["run_status"] = run.status
@@ -68,8 +83,9 @@ def announce_store(run) -> None:
     """Where the run is, and how to open it, at the start (the end-of-run summary repeats it)."""
     from datamint_lightning.tracking.store_guide import describe_store
 
-    log.info("MLflow: %s\n  %s", run.describe(),
-             "\n  ".join(describe_store(run.tracking_uri, run.experiment_id, run.run_id)))
+    log.info(
+        "MLflow: %s\n  %s", run.describe(), "\n  ".join(describe_store(run.tracking_uri, run.experiment_id, run.run_id))
+    )
 
 
 def checked_tracking_uri(cfg) -> str:
@@ -90,12 +106,21 @@ def plan_run(task, datamodule, module, uri: str):
         validate_model_name(task.registered_model_name(datamodule))
     config, config_yaml, overrides = config_record(cfg)
     project = datamodule.open_project()
-    plan = RunPlan(tracking_uri=uri, experiment_name=task.experiment_name(datamodule), project_id=project.id,
-                   project_name=project.name, run_name=task.run_name(module), task=type(task).__name__,
-                   output_dir=str(Path(cfg.paths.output_dir).resolve()), config=config, config_yaml=config_yaml,
-                   overrides=overrides, description=task.description(datamodule, module),
-                   datasets=getattr(datamodule, "mlflow_datasets", None),
-                   retry_interval=float(cfg.tracking.get("retry_interval") or 30))
+    plan = RunPlan(
+        tracking_uri=uri,
+        experiment_name=task.experiment_name(datamodule),
+        project_id=project.id,
+        project_name=project.name,
+        run_name=task.run_name(module),
+        task=type(task).__name__,
+        output_dir=str(Path(cfg.paths.output_dir).resolve()),
+        config=config,
+        config_yaml=config_yaml,
+        overrides=overrides,
+        description=task.description(datamodule, module),
+        datasets=getattr(datamodule, "mlflow_datasets", None),
+        retry_interval=float(cfg.tracking.get("retry_interval") or 30),
+    )
     if cfg.get("resume"):
         resume_into(plan, task, module, str(cfg.resume))
     Path(plan.output_dir).mkdir(parents=True, exist_ok=True)
@@ -130,8 +155,9 @@ def resume_into(plan, task, module, target: str) -> None:
         check_checkpoint(point.checkpoint_path, module, name, target)
         run_id, checkpoint, folder = target, point.checkpoint_path, point.checkpoint_dir
     plan.resume_run_id, plan.resume_checkpoint = run_id, checkpoint
-    plan.resume_step = int(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-                           .get("global_step", 0))
+    plan.resume_step = int(
+        torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0)
+    )
     if folder:
         with open_dict(task.cfg):
             task.cfg.paths.checkpoint_dir = folder

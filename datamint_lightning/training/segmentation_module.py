@@ -19,15 +19,31 @@ class SegmentationModule(L.LightningModule):
     Only plain values are saved as hyperparameters, so checkpoints load with ``weights_only=True``.
     """
 
-    def __init__(self, network: dict[str, Any], labels: list[str], lr: float = 1e-3, weight_decay: float = 1e-4,
-                 dice_weight: float = 1.0, ce_weight: float = 1.0, scheduler: str = "cosine"):
+    def __init__(
+        self,
+        network: dict[str, Any],
+        labels: list[str],
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        scheduler: str = "cosine",
+    ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the full config is logged already
         self.labels = list(labels)
         self.network_config = {"in_channels": 1, **dict(network), "classes": len(self.labels) + 1}
         self.net = self.build_network(self.network_config)
-        self.loss = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1.0,
-                               smooth_dr=1.0, lambda_dice=dice_weight, lambda_ce=ce_weight)
+        self.loss = DiceCELoss(
+            include_background=False,
+            to_onehot_y=True,
+            softmax=True,
+            batch=True,
+            smooth_nr=1.0,
+            smooth_dr=1.0,
+            lambda_dice=dice_weight,
+            lambda_ce=ce_weight,
+        )
         # ``<stage>/dice``, ``<stage>/iou`` (and per label): per-patient values over whole volumes, averaged over
         # patients; ``<stage>/dice_pooled``: every voxel of the split pooled into one Dice (torchmetrics).
         metrics = {f"{stage}_dice": PerPatientDice(len(self.labels) + 1) for stage in ("val", "test")}
@@ -53,8 +69,9 @@ class SegmentationModule(L.LightningModule):
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
         target = batch["label"][:, 0]
         logits = self(batch["image"])
-        self.log(f"{stage}/loss", self.compute_loss(logits, target), on_epoch=True, sync_dist=True,
-                 batch_size=len(target))
+        self.log(
+            f"{stage}/loss", self.compute_loss(logits, target), on_epoch=True, sync_dist=True, batch_size=len(target)
+        )
         preds = logits.argmax(dim=1)
         patients = batch.get("patient_index", torch.zeros(len(target), dtype=torch.long))  # absent: one patient
         self.dice[f"{stage}_dice"].update(preds, target, patients)

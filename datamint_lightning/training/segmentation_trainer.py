@@ -23,17 +23,23 @@ class SegmentationTrainer(TaskTrainer):
         from datamint_lightning.networks.smp_networks import check_input_size
 
         if getattr(datamodule, "dims", 2) != 2:
-            raise ConfigError(f"{type(self).__name__} trains 2D networks; data.dims={datamodule.dims} (volumes) "
-                              "needs a 3D trainer (recipe=liver_seg_3d).")
+            raise ConfigError(
+                f"{type(self).__name__} trains 2D networks; data.dims={datamodule.dims} (volumes) "
+                "needs a 3D trainer (recipe=liver_seg_3d)."
+            )
         spatial_dims = (getattr(module, "network_config", None) or {}).get("spatial_dims", 2)
         if spatial_dims != 2:
-            raise ConfigError(f"model.network has spatial_dims={spatial_dims}: a 3D network cannot train on 2D "
-                              "slices (use recipe=liver_seg_3d, or a 2D smp network here).")
+            raise ConfigError(
+                f"model.network has spatial_dims={spatial_dims}: a 3D network cannot train on 2D "
+                "slices (use recipe=liver_seg_3d, or a 2D smp network here)."
+            )
         check_input_size(datamodule.image_size, self.input_multiple)
         super().validate(datamodule, module)
         if datamodule.task not in ("segmentation", None):
-            raise ConfigError(f"Project {datamodule.open_project().name!r} is a {datamodule.task} project; "
-                              f"{type(self).__name__} needs segmentation masks (use a classification recipe).")
+            raise ConfigError(
+                f"Project {datamodule.open_project().name!r} is a {datamodule.task} project; "
+                f"{type(self).__name__} needs segmentation masks (use a classification recipe)."
+            )
 
     def expected_outputs(self, module, datamodule, examples: list) -> list[np.ndarray]:
         from datamint_lightning.packaging.segmentation import network_masks
@@ -43,8 +49,15 @@ class SegmentationTrainer(TaskTrainer):
     def log_package(self, module, datamodule, run_id: str, examples: list, metadata: dict[str, Any]):
         from datamint_lightning.packaging.segmentation import log_segmentation_model
 
-        return log_segmentation_model(module.net, module.network_config, module.labels, datamodule.preprocessing,
-                                      run_id, examples, metadata=metadata)
+        return log_segmentation_model(
+            module.net,
+            module.network_config,
+            module.labels,
+            datamodule.preprocessing,
+            run_id,
+            examples,
+            metadata=metadata,
+        )
 
     def package_outputs(self, model, examples: list) -> list[np.ndarray]:
         from datamint_lightning.packaging.segmentation import package_masks

@@ -18,12 +18,20 @@ from datamint_lightning.errors import ConfigError
 log = logging.getLogger(__name__)
 
 # Python-API keyword -> config key.
-OPTION_KEYS = {"project": "data.project", "image_size": "data.image_size", "batch_size": "data.batch_size",
-               "max_epochs": "trainer.max_epochs", "accelerator": "trainer.accelerator",
-               "devices": "trainer.devices", "register_model": "packaging.register",
-               "model_name": "packaging.registered_model_name", "seed": "seed",
-               "tracking_uri": "tracking.uri", "output_dir": "paths.output_dir",
-               "resume_from": "resume"}  # resume_from: a run id (or a .ckpt path) to continue
+OPTION_KEYS = {
+    "project": "data.project",
+    "image_size": "data.image_size",
+    "batch_size": "data.batch_size",
+    "max_epochs": "trainer.max_epochs",
+    "accelerator": "trainer.accelerator",
+    "devices": "trainer.devices",
+    "register_model": "packaging.register",
+    "model_name": "packaging.registered_model_name",
+    "seed": "seed",
+    "tracking_uri": "tracking.uri",
+    "output_dir": "paths.output_dir",
+    "resume_from": "resume",
+}  # resume_from: a run id (or a .ckpt path) to continue
 MIN_STEPS_PER_EPOCH = 4  # fewer optimizer steps per epoch than this on a small project deserves a warning
 
 
@@ -52,13 +60,17 @@ class TaskTrainer:
         if cfg is None:
             unknown = sorted(set(options) - set(OPTION_KEYS))
             if unknown:
-                raise ConfigError(f"Unknown option(s) {unknown} for {type(self).__name__}; use {sorted(OPTION_KEYS)} "
-                                  "or overrides=['group.key=value'].")
+                raise ConfigError(
+                    f"Unknown option(s) {unknown} for {type(self).__name__}; use {sorted(OPTION_KEYS)} "
+                    "or overrides=['group.key=value']."
+                )
             from datamint_lightning.config import compose_config
 
             keyed = [f"{OPTION_KEYS[k]}={_override_value(v)}" for k, v in options.items() if v is not None]
             cls = type(self)
-            cfg = compose_config(self.recipe, [*keyed, *overrides, f"task._target_={cls.__module__}.{cls.__qualname__}"])
+            cfg = compose_config(
+                self.recipe, [*keyed, *overrides, f"task._target_={cls.__module__}.{cls.__qualname__}"]
+            )
         elif options or overrides:
             raise ConfigError("Pass either a composed cfg or keyword options, not both.")
         self.cfg = cfg
@@ -107,9 +119,13 @@ class TaskTrainer:
             return
         steps = -(-len(train) // int(batch_size))
         if steps < MIN_STEPS_PER_EPOCH:
-            log.warning("Only %d optimizer step(s) per epoch (%d training items, batch size %d): lower "
-                        "data.batch_size or raise trainer.max_epochs for a useful training.", steps, len(train),
-                        batch_size)
+            log.warning(
+                "Only %d optimizer step(s) per epoch (%d training items, batch size %d): lower "
+                "data.batch_size or raise trainer.max_epochs for a useful training.",
+                steps,
+                len(train),
+                batch_size,
+            )
 
     # ---- naming ------------------------------------------------------------------------------------------------
     def experiment_name(self, datamodule) -> str:
@@ -131,11 +147,13 @@ class TaskTrainer:
         cfg = self.cfg
         network = getattr(module, "network_config", {}) or {}
         settings = {key: cfg.data.get(key) for key in ("image_size", "batch_size", "intensity") if key in cfg.data}
-        return (f"**{cfg.get('task_name')}**: {type(self).__name__} on project `{datamodule.open_project().name}` "
-                f"(labels {', '.join(getattr(datamodule, 'labels', None) or [])}); network "
-                f"`{network.get('arch', type(module).__name__)}` {network.get('encoder_name', '')}; "
-                f"{cfg.trainer.get('max_epochs')} epochs at precision {cfg.trainer.get('precision')}; "
-                f"lr {cfg.model.get('lr')}; {', '.join(f'{k} {v}' for k, v in settings.items())}.")
+        return (
+            f"**{cfg.get('task_name')}**: {type(self).__name__} on project `{datamodule.open_project().name}` "
+            f"(labels {', '.join(getattr(datamodule, 'labels', None) or [])}); network "
+            f"`{network.get('arch', type(module).__name__)}` {network.get('encoder_name', '')}; "
+            f"{cfg.trainer.get('max_epochs')} epochs at precision {cfg.trainer.get('precision')}; "
+            f"lr {cfg.model.get('lr')}; {', '.join(f'{k} {v}' for k, v in settings.items())}."
+        )
 
     # ---- the registration gate's hooks (see training/gate.py) ----------------------------------------------------
     def load_best(self, module, checkpoint_path: str):
@@ -175,8 +193,10 @@ def check_accelerator(accelerator: Any, devices: Any) -> None:
     if accelerator in ("gpu", "cuda"):
         available = torch.cuda.device_count()
         if not available:
-            raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU "
-                              "(use trainer.accelerator=cpu or auto).")
+            raise ConfigError(
+                f"trainer.accelerator={accelerator} but this machine has no CUDA GPU "
+                "(use trainer.accelerator=cpu or auto)."
+            )
         if isinstance(devices, int) and devices > available:
             raise ConfigError(f"trainer.devices={devices} but this machine has {available} GPU(s).")
     elif accelerator == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

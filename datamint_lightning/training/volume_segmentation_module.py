@@ -21,26 +21,43 @@ class VolumeSegmentationModule(L.LightningModule):
     Customise by subclassing and overriding ``build_network``, ``build_loss``, ``infer`` or ``configure_optimizers``.
     """
 
-    def __init__(self, network: dict[str, Any], labels: list[str], roi_size: list[int] | None = None,
-                 lr: float = 1e-3, weight_decay: float = 1e-5, dice_weight: float = 1.0, ce_weight: float = 1.0,
-                 scheduler: str = "cosine", sw_batch_size: int = 4, overlap: float = 0.25):
+    def __init__(
+        self,
+        network: dict[str, Any],
+        labels: list[str],
+        roi_size: list[int] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        scheduler: str = "cosine",
+        sw_batch_size: int = 4,
+        overlap: float = 0.25,
+    ):
         super().__init__()
         self.save_hyperparameters(logger=False)  # the full config is logged already
         self.labels = list(labels)
-        self.network_config = {"spatial_dims": 3, "in_channels": 1, **dict(network),
-                                "out_channels": len(self.labels) + 1}
+        self.network_config = {
+            "spatial_dims": 3,
+            "in_channels": 1,
+            **dict(network),
+            "out_channels": len(self.labels) + 1,
+        }
         self.net = self.build_network(self.network_config)
         self.loss = self.build_loss()
-        self.scores = torch.nn.ModuleDict({stage: SegmentationScores(self.labels, per_sample=True)
-                                           for stage in ("val", "test")})
+        self.scores = torch.nn.ModuleDict(
+            {stage: SegmentationScores(self.labels, per_sample=True) for stage in ("val", "test")}
+        )
 
     @property
     def roi_size(self) -> list[int]:
         if not self.hparams.roi_size:
             from datamint_lightning.errors import ConfigError
 
-            raise ConfigError("model.roi_size is not set: give the sliding-window size (z, y, x), or train through "
-                              "VolumeSegmentationTrainer, which uses data.patch_size.")
+            raise ConfigError(
+                "model.roi_size is not set: give the sliding-window size (z, y, x), or train through "
+                "VolumeSegmentationTrainer, which uses data.patch_size."
+            )
         return [int(s) for s in self.hparams.roi_size]
 
     def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
@@ -50,8 +67,14 @@ class VolumeSegmentationModule(L.LightningModule):
         from monai.losses import DiceCELoss
 
         # Dice over the labels only (background would dominate it); cross-entropy over every class.
-        return DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True,
-                          lambda_dice=self.hparams.dice_weight, lambda_ce=self.hparams.ce_weight)
+        return DiceCELoss(
+            include_background=False,
+            to_onehot_y=True,
+            softmax=True,
+            batch=True,
+            lambda_dice=self.hparams.dice_weight,
+            lambda_ce=self.hparams.ce_weight,
+        )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
@@ -60,8 +83,14 @@ class VolumeSegmentationModule(L.LightningModule):
         """Logits of whole (N, 1, Z, Y, X) volumes, window by window, as ``serving.volume_segmentation`` does."""
         from monai.inferers import sliding_window_inference
 
-        logits = sliding_window_inference(volume, roi_size=self.roi_size, sw_batch_size=self.hparams.sw_batch_size,
-                                          predictor=self.net, overlap=self.hparams.overlap, mode="gaussian")
+        logits = sliding_window_inference(
+            volume,
+            roi_size=self.roi_size,
+            sw_batch_size=self.hparams.sw_batch_size,
+            predictor=self.net,
+            overlap=self.hparams.overlap,
+            mode="gaussian",
+        )
         return torch.as_tensor(logits)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -36,8 +36,12 @@ def main(project: str = DEMO_PROJECT_NAME, max_epochs: int = 4, overrides: list[
     results = trainer.fit()
     print("test metrics:", results["test_results"])
 
-    print("registered:", results["registered_model_name"], results["registered_model_version"],
-          results.get("not_registered") or "")
+    print(
+        "registered:",
+        results["registered_model_name"],
+        results["registered_model_version"],
+        results.get("not_registered") or "",
+    )
 
     import mlflow
 

@@ -39,10 +39,12 @@ class BalancedTrainer(ClassificationTrainer):
         return BalancedClassifier(**module.hparams, class_weights=weights)
 
 
-def main(project: str = "Brain Tumor Demo", max_epochs: int = 10, image_size: int = 96,
-         overrides: tuple[str, ...] = ()) -> dict:
-    trainer = BalancedTrainer(project=project, max_epochs=max_epochs, image_size=image_size, register_model=True,
-                              overrides=overrides)
+def main(
+    project: str = "Brain Tumor Demo", max_epochs: int = 10, image_size: int = 96, overrides: tuple[str, ...] = ()
+) -> dict:
+    trainer = BalancedTrainer(
+        project=project, max_epochs=max_epochs, image_size=image_size, register_model=True, overrides=overrides
+    )
     results = trainer.fit()
     print("test metrics:", results["test_results"])
 

@@ -1,7 +1,7 @@
 """Train, register and use a UNet++ liver model from Python (the liver_seg recipe under the hood).
 
-    python recipes/examples/train_unetpp.py                # demo project, CPU-sized settings
-    python recipes/examples/train_unetpp.py "My Liver CT"  # an imported project
+python recipes/examples/train_unetpp.py                # demo project, CPU-sized settings
+python recipes/examples/train_unetpp.py "My Liver CT"  # an imported project
 """
 
 from __future__ import annotations

@@ -39,12 +39,20 @@ def referenced_frame(dataset) -> str | None:
 def label_names(dataset) -> dict[int, str]:
     """Segment / ROI number -> name (only ROIs with closed contours count for RTSTRUCT)."""
     if dataset.Modality == "SEG":
-        return {int(s.SegmentNumber): str(s.get("SegmentLabel") or f"segment_{s.SegmentNumber}")
-                for s in dataset.SegmentSequence}
-    with_area = {int(c.ReferencedROINumber) for c in dataset.get("ROIContourSequence", [])
-                 if any(s.get("ContourGeometricType") == "CLOSED_PLANAR" for s in c.get("ContourSequence", []))}
-    return {int(r.ROINumber): str(r.ROIName) for r in dataset.get("StructureSetROISequence", [])
-            if int(r.ROINumber) in with_area}
+        return {
+            int(s.SegmentNumber): str(s.get("SegmentLabel") or f"segment_{s.SegmentNumber}")
+            for s in dataset.SegmentSequence
+        }
+    with_area = {
+        int(c.ReferencedROINumber)
+        for c in dataset.get("ROIContourSequence", [])
+        if any(s.get("ContourGeometricType") == "CLOSED_PLANAR" for s in c.get("ContourSequence", []))
+    }
+    return {
+        int(r.ROINumber): str(r.ROIName)
+        for r in dataset.get("StructureSetROISequence", [])
+        if int(r.ROINumber) in with_area
+    }
 
 
 def rasterise(dataset, path: Path, series: DicomSeries, labels: dict[str, int], into: np.ndarray) -> None:
@@ -56,11 +64,13 @@ def rasterise(dataset, path: Path, series: DicomSeries, labels: dict[str, int], 
 
 
 def _slice_index(series: DicomSeries, point: np.ndarray, path: Path, what: str) -> int:
-    k, r, c = series.patient_to_index(point[None])[0]
-    nearest = int(round(k))
+    k, _r, _c = series.patient_to_index(point[None])[0]
+    nearest = round(k)
     if abs(k - nearest) > 0.25 or not 0 <= nearest < series.array.shape[0]:
-        raise DataError(f"{path}: {what} at {np.round(point, 2).tolist()} mm does not lie on a slice of series "
-                        f"{series.metadata['SeriesInstanceUID']} (slice index {k:.2f} of {series.array.shape[0]}).")
+        raise DataError(
+            f"{path}: {what} at {np.round(point, 2).tolist()} mm does not lie on a slice of series "
+            f"{series.metadata['SeriesInstanceUID']} (slice index {k:.2f} of {series.array.shape[0]})."
+        )
     return nearest
 
 
@@ -83,9 +93,13 @@ def _paint_seg(dataset, path: Path, series: DicomSeries, labels: dict[str, int],
         raise DataError(f"Cannot decode the segment frames of DICOM SEG {path}: {error}") from error
     frames = frames.reshape(-1, *frames.shape[-2:])
     if frames.shape[1:] != series.array.shape[1:]:
-        raise DataError(f"DICOM SEG {path} frames are {frames.shape[1:]} but its series "
-                        f"{series.metadata['SeriesInstanceUID']} is {series.array.shape[1:]}; grids differ.")
-    threshold = 0.5 * float(dataset.get("MaximumFractionalValue", 1)) if dataset.get("SegmentationType") == "FRACTIONAL" else 0
+        raise DataError(
+            f"DICOM SEG {path} frames are {frames.shape[1:]} but its series "
+            f"{series.metadata['SeriesInstanceUID']} is {series.array.shape[1:]}; grids differ."
+        )
+    threshold = (
+        0.5 * float(dataset.get("MaximumFractionalValue", 1)) if dataset.get("SegmentationType") == "FRACTIONAL" else 0
+    )
     by_uid = {uid: index for index, uid in enumerate(series.sop_uids)}
     for index, frame in enumerate(frames):
         segment = _frame_item(dataset, index, "SegmentIdentificationSequence")
@@ -98,7 +112,7 @@ def _paint_seg(dataset, path: Path, series: DicomSeries, labels: dict[str, int],
 
 def _seg_frame_slice(dataset, index: int, path: Path, series: DicomSeries, by_uid: dict[str, int]) -> int:
     derivation = _frame_item(dataset, index, "DerivationImageSequence")
-    for source in (derivation.get("SourceImageSequence", []) if derivation is not None else []):
+    for source in derivation.get("SourceImageSequence", []) if derivation is not None else []:
         uid = str(source.get("ReferencedSOPInstanceUID", ""))
         if uid in by_uid:
             return by_uid[uid]
@@ -109,8 +123,9 @@ def _seg_frame_slice(dataset, index: int, path: Path, series: DicomSeries, by_ui
     k = _slice_index(series, point, path, f"frame {index + 1}")
     _, r, c = series.patient_to_index(point[None])[0]
     if abs(r) > 0.25 or abs(c) > 0.25:
-        raise DataError(f"DICOM SEG {path} frame {index + 1} is shifted by ({r:.2f}, {c:.2f}) pixels from its "
-                        "image; grids differ.")
+        raise DataError(
+            f"DICOM SEG {path} frame {index + 1} is shifted by ({r:.2f}, {c:.2f}) pixels from its image; grids differ."
+        )
     return k
 
 

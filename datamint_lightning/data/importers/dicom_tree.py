@@ -15,12 +15,28 @@ from datamint_lightning.data.readers import group_dicom_series, load_dicom_serie
 from datamint_lightning.errors import DataError
 
 # Files that are certainly not DICOM: not reported as unreadable.
-IGNORED_SUFFIXES = (".txt", ".json", ".csv", ".xml", ".md", ".html", ".pdf", ".png", ".jpg", ".jpeg", ".zip",
-                    ".py", ".log", ".ini", ".db")
+IGNORED_SUFFIXES = (
+    ".txt",
+    ".json",
+    ".csv",
+    ".xml",
+    ".md",
+    ".html",
+    ".pdf",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".zip",
+    ".py",
+    ".log",
+    ".ini",
+    ".db",
+)
 
 
-def _assign(objects: list[tuple[Path, object]], series: dict[str, list[Path]], frames: dict[str, str],
-            session: ImportSession) -> dict[str, list[tuple[Path, object]]]:
+def _assign(
+    objects: list[tuple[Path, object]], series: dict[str, list[Path]], frames: dict[str, str], session: ImportSession
+) -> dict[str, list[tuple[Path, object]]]:
     """Series UID -> annotation objects; an annotation of a series not in the tree is a bad item."""
     assigned: dict[str, list[tuple[Path, object]]] = {}
     for path, dataset in objects:
@@ -35,15 +51,28 @@ def _assign(objects: list[tuple[Path, object]], series: dict[str, list[Path]], f
     return assigned
 
 
-def import_dicom(src: str | Path, name: str, *, store: ProjectStore | None = None,
-                 labels: dict[str, int] | list[str] | None = None, patients: PatientIds | None = None,
-                 skip_bad: bool = False, report: str | Path | None = None) -> Project:
+def import_dicom(
+    src: str | Path,
+    name: str,
+    *,
+    store: ProjectStore | None = None,
+    labels: dict[str, int] | list[str] | None = None,
+    patients: PatientIds | None = None,
+    skip_bad: bool = False,
+    report: str | Path | None = None,
+) -> Project:
     """Import every image series under ``src``; ``labels`` optionally restricts which annotation names to keep."""
     root = Path(src)
     if not root.is_dir():
         raise DataError(f"{root} is not a folder.")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
-                   and p.suffix.lower() not in IGNORED_SUFFIXES and p.name != "DICOMDIR")
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.suffix.lower() not in IGNORED_SUFFIXES
+        and p.name != "DICOMDIR"
+    )
     series, objects_by_modality, unreadable = group_dicom_series(files)
     patients = patients or PatientIds()
     # Label names must be known before any label map is written: read the (small) annotation objects first.
@@ -60,8 +89,9 @@ def import_dicom(src: str | Path, name: str, *, store: ProjectStore | None = Non
             raise DataError(f"Label(s) {missing} are not in any SEG/RTSTRUCT under {root}; found {names}.")
         names = list(labels)
     label_values = {n: v for v, n in enumerate(names, start=1)}
-    with ImportSession(store, name, layout="dicom", source=root, labels=label_values, skip_bad=skip_bad,
-                       report=report) as session:
+    with ImportSession(
+        store, name, layout="dicom", source=root, labels=label_values, skip_bad=skip_bad, report=report
+    ) as session:
         for path, error in unreadable:
             session.skip(str(path), error)
         headers = {uid: read_dicom(paths[0], headers_only=True) for uid, paths in series.items()}
@@ -82,10 +112,20 @@ def import_dicom(src: str | Path, name: str, *, store: ProjectStore | None = Non
                     image, label = image[0], None if label is None else label[0]
                 meta = loaded.metadata
                 patient = patients.resolve(str(first), default=meta["PatientID"] or uid)
-                session.add(id=uid, patient_id=patient, modality=meta["Modality"] or "OT", image=image,
-                            spacing=spacing, label=label,
-                            label_source=", ".join(str(p) for p, _ in assigned.get(uid, [])) or None,
-                            metadata={**meta, "source": str(first.parent), "display_8bit": False,
-                                      "sha256": sha256_file(*loaded.files),
-                                      "annotation_sources": [str(p.relative_to(root)) for p, _ in assigned.get(uid, [])]})
+                session.add(
+                    id=uid,
+                    patient_id=patient,
+                    modality=meta["Modality"] or "OT",
+                    image=image,
+                    spacing=spacing,
+                    label=label,
+                    label_source=", ".join(str(p) for p, _ in assigned.get(uid, [])) or None,
+                    metadata={
+                        **meta,
+                        "source": str(first.parent),
+                        "display_8bit": False,
+                        "sha256": sha256_file(*loaded.files),
+                        "annotation_sources": [str(p.relative_to(root)) for p, _ in assigned.get(uid, [])],
+                    },
+                )
         return session.commit()

@@ -17,7 +17,7 @@ from datamint_lightning.data.projects import Project, ProjectStore
 from datamint_lightning.data.readers import IMAGE_SUFFIXES, read_image, sha256_file
 from datamint_lightning.errors import DataError
 
-SUFFIXES = IMAGE_SUFFIXES + (".dcm", ".dicom")
+SUFFIXES = (*IMAGE_SUFFIXES, ".dcm", ".dicom")
 MASK_TAGS = ("_mask", "_seg", "_label", "-mask", "-seg", "-label")
 
 
@@ -49,10 +49,18 @@ def _read_mask(path: Path) -> np.ndarray:
     return mask
 
 
-def import_image_masks(src: str | Path, name: str, *, masks: str | Path, store: ProjectStore | None = None,
-                       labels: dict[str, int] | None = None, modality: str | None = None,
-                       patients: PatientIds | None = None, skip_bad: bool = False,
-                       report: str | Path | None = None) -> Project:
+def import_image_masks(
+    src: str | Path,
+    name: str,
+    *,
+    masks: str | Path,
+    store: ProjectStore | None = None,
+    labels: dict[str, int] | None = None,
+    modality: str | None = None,
+    patients: PatientIds | None = None,
+    skip_bad: bool = False,
+    report: str | Path | None = None,
+) -> Project:
     """Import 2D images with label-map masks or per-label binary masks as a segmentation project."""
     images_dir, masks_dir = Path(src), Path(masks)
     for folder in (images_dir, masks_dir):
@@ -70,29 +78,40 @@ def import_image_masks(src: str | Path, name: str, *, masks: str | Path, store: 
         labels = labels or {"foreground": 1}
         mask_sets = {None: {_mask_key(k): p for k, p in image_files(masks_dir).items()}}
     patients = patients or PatientIds()
-    with ImportSession(store, name, layout="images-masks", source=images_dir, labels=labels, skip_bad=skip_bad,
-                       report=report) as session:
+    with ImportSession(
+        store, name, layout="images-masks", source=images_dir, labels=labels, skip_bad=skip_bad, report=report
+    ) as session:
         for key, path in images.items():
             with session.item(str(path)):
                 image = read_image(path)
                 mask_paths = {label: files[key] for label, files in mask_sets.items() if key in files}
                 label_map = _combine(image.array.shape, path, mask_paths, labels) if mask_paths else None
                 default_patient = image.metadata.get("PatientID") or Path(key).name
-                session.add(id=key.replace("/", "__"), patient_id=patients.resolve(str(path.relative_to(images_dir)),
-                                                                                  default=default_patient),
-                            modality=modality or image.metadata.get("Modality") or "OT", image=image.array,
-                            spacing=image.spacing, label=label_map, label_source=", ".join(map(str, mask_paths.values())),
-                            metadata={**image.metadata, "source": str(path.relative_to(images_dir)),
-                                      "display_8bit": image.display_8bit, "sha256": sha256_file(path),
-                                      "mask_sources": [str(p) for p in mask_paths.values()]})
+                session.add(
+                    id=key.replace("/", "__"),
+                    patient_id=patients.resolve(str(path.relative_to(images_dir)), default=default_patient),
+                    modality=modality or image.metadata.get("Modality") or "OT",
+                    image=image.array,
+                    spacing=image.spacing,
+                    label=label_map,
+                    label_source=", ".join(map(str, mask_paths.values())),
+                    metadata={
+                        **image.metadata,
+                        "source": str(path.relative_to(images_dir)),
+                        "display_8bit": image.display_8bit,
+                        "sha256": sha256_file(path),
+                        "mask_sources": [str(p) for p in mask_paths.values()],
+                    },
+                )
         for label, files in mask_sets.items():
             for key in sorted(set(files) - set(images)):
                 session.skip(str(files[key]), f"Mask {files[key]} has no image {images_dir}/{key}.*")
         return session.commit()
 
 
-def _combine(shape: tuple[int, ...], image_path: Path, mask_paths: dict[str | None, Path],
-             labels: dict[str, int]) -> np.ndarray:
+def _combine(
+    shape: tuple[int, ...], image_path: Path, mask_paths: dict[str | None, Path], labels: dict[str, int]
+) -> np.ndarray:
     """One label map from a label-map mask, or from binary masks (later labels win where they overlap)."""
     if None in mask_paths:
         mask = _read_mask(mask_paths[None])

@@ -31,7 +31,7 @@ def parse_labels(description: dict[str, Any], path: Path) -> dict[str, int]:
     """Label names -> values from either MSD's ``{"1": "liver"}`` or nnU-Net v2's ``{"liver": 1}`` form."""
     raw = description.get("labels")
     if not isinstance(raw, dict) or not raw:
-        raise DataError(f"{path} has no 'labels' mapping; expected e.g. {{\"0\": \"background\", \"1\": \"liver\"}}.")
+        raise DataError(f'{path} has no \'labels\' mapping; expected e.g. {{"0": "background", "1": "liver"}}.')
     labels: dict[str, int] = {}
     for key, value in raw.items():
         if str(key).lstrip("-").isdigit():  # MSD: value -> name
@@ -39,8 +39,10 @@ def parse_labels(description: dict[str, Any], path: Path) -> dict[str, int]:
         elif isinstance(value, int) or (isinstance(value, str) and value.isdigit()):  # nnU-Net v2: name -> value
             name, number = str(key), int(value)
         else:
-            raise DataError(f"{path}: label {key!r}: {value!r} is neither MSD form ('1': 'liver') nor nnU-Net v2 "
-                            "form ('liver': 1); region-based labels (lists of values) are not supported.")
+            raise DataError(
+                f"{path}: label {key!r}: {value!r} is neither MSD form ('1': 'liver') nor nnU-Net v2 "
+                "form ('liver': 1); region-based labels (lists of values) are not supported."
+            )
         if number == 0:
             continue  # background
         if name in labels:
@@ -75,9 +77,16 @@ def _grid_matches(image: Path, label: Path) -> bool:
     return np.allclose(a, b, rtol=1e-3, atol=1e-2)
 
 
-def import_msd(src: str | Path, name: str, *, store: ProjectStore | None = None, channel: int = 0,
-               patients: PatientIds | None = None, skip_bad: bool = False,
-               report: str | Path | None = None) -> Project:
+def import_msd(
+    src: str | Path,
+    name: str,
+    *,
+    store: ProjectStore | None = None,
+    channel: int = 0,
+    patients: PatientIds | None = None,
+    skip_bad: bool = False,
+    report: str | Path | None = None,
+) -> Project:
     """Import the labelled training cases of an MSD / nnU-Net raw dataset; each case is one patient by default."""
     root = Path(src)
     description = read_dataset_json(root)
@@ -86,34 +95,53 @@ def import_msd(src: str | Path, name: str, *, store: ProjectStore | None = None,
     images, label_dir = root / "imagesTr", root / "labelsTr"
     for folder in (images, label_dir):
         if not folder.is_dir():
-            raise DataError(f"{root} has no {folder.name}/ folder; an MSD / nnU-Net raw dataset needs imagesTr/ "
-                            "and labelsTr/.")
+            raise DataError(
+                f"{root} has no {folder.name}/ folder; an MSD / nnU-Net raw dataset needs imagesTr/ and labelsTr/."
+            )
     modality = _channel_name(description, channel)
     patients = patients or PatientIds()
-    with ImportSession(store, name, layout="msd", source=root, labels=labels, skip_bad=skip_bad,
-                       report=report) as session:
+    with ImportSession(
+        store, name, layout="msd", source=root, labels=labels, skip_bad=skip_bad, report=report
+    ) as session:
         label_files = _visible(label_dir, ending)
         cases = {p.name[: -len(ending)]: p for p in label_files}
         for case, label_path in cases.items():
             with session.item(str(label_path)):
                 image_path, volume_index = _image_for(images, case, ending, channel)
                 if image_path is None:
-                    raise DataError(f"Label {label_path} has no image imagesTr/{case}_{channel:04d}{ending} "
-                                    f"(or imagesTr/{case}{ending}).")
+                    raise DataError(
+                        f"Label {label_path} has no image imagesTr/{case}_{channel:04d}{ending} "
+                        f"(or imagesTr/{case}{ending})."
+                    )
                 image, spacing = read_nifti(image_path, channel=volume_index)
                 label, _ = read_nifti(label_path)
                 if image.shape == label.shape and not _grid_matches(image_path, label_path):
-                    raise DataError(f"Label {label_path} has the same shape as image {image_path} but a different "
-                                    "position/orientation (affine); they must share one grid.")
+                    raise DataError(
+                        f"Label {label_path} has the same shape as image {image_path} but a different "
+                        "position/orientation (affine); they must share one grid."
+                    )
                 if not np.array_equal(label, np.round(label)):
                     raise DataError(f"Label {label_path} has non-integer values; expected a label map.")
                 relative = str(image_path.relative_to(root))
-                session.add(id=case, patient_id=patients.resolve(relative, default=case), modality=modality,
-                            image=image, spacing=spacing, label=label.astype(np.int32), label_source=label_path,
-                            metadata={"source": relative, "label_source": str(label_path.relative_to(root)),
-                                      "case": case, "channel": channel, "original_spacing": list(spacing),
-                                      "original_affine": nifti_affine(image_path).tolist(),
-                                      "sha256": sha256_file(image_path), "label_sha256": sha256_file(label_path)})
+                session.add(
+                    id=case,
+                    patient_id=patients.resolve(relative, default=case),
+                    modality=modality,
+                    image=image,
+                    spacing=spacing,
+                    label=label.astype(np.int32),
+                    label_source=label_path,
+                    metadata={
+                        "source": relative,
+                        "label_source": str(label_path.relative_to(root)),
+                        "case": case,
+                        "channel": channel,
+                        "original_spacing": list(spacing),
+                        "original_affine": nifti_affine(image_path).tolist(),
+                        "sha256": sha256_file(image_path),
+                        "label_sha256": sha256_file(label_path),
+                    },
+                )
         for image_path in _visible(images, ending):
             stem = image_path.name[: -len(ending)]
             if stem not in cases and re.sub(r"_\d{4}$", "", stem) not in cases:

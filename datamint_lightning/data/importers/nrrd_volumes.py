@@ -56,11 +56,13 @@ def _declared_labels(label_files: list[Path]) -> dict[str, int]:
             raise DataError(f"Cannot read NRRD header of {path}: {error}") from error
         for key, value in header.items():
             if key.startswith("Segment") and key.endswith("_Name"):
-                number = key[len("Segment"):-len("_Name")]
+                number = key[len("Segment") : -len("_Name")]
                 label_value = int(header.get(f"Segment{number}_LabelValue", int(number) + 1))
                 if segments.setdefault(str(value), label_value) != label_value:
-                    raise DataError(f"Segment {value!r} has value {label_value} in {path} but "
-                                    f"{segments[str(value)]} elsewhere; pass --labels to declare one mapping.")
+                    raise DataError(
+                        f"Segment {value!r} has value {label_value} in {path} but "
+                        f"{segments[str(value)]} elsewhere; pass --labels to declare one mapping."
+                    )
     if segments:
         return segments
     values: set[int] = set()
@@ -70,10 +72,17 @@ def _declared_labels(label_files: list[Path]) -> dict[str, int]:
     return {f"label_{v}": v for v in sorted(values)}
 
 
-def import_nrrd(src: str | Path, name: str, *, store: ProjectStore | None = None,
-                labels: dict[str, int] | None = None, modality: str | None = None,
-                patients: PatientIds | None = None, skip_bad: bool = False,
-                report: str | Path | None = None) -> Project:
+def import_nrrd(
+    src: str | Path,
+    name: str,
+    *,
+    store: ProjectStore | None = None,
+    labels: dict[str, int] | None = None,
+    modality: str | None = None,
+    patients: PatientIds | None = None,
+    skip_bad: bool = False,
+    report: str | Path | None = None,
+) -> Project:
     """Import NRRD volumes (and their label volumes) as a segmentation project; one case per patient by default."""
     root = Path(src)
     if not root.is_dir():
@@ -83,8 +92,9 @@ def import_nrrd(src: str | Path, name: str, *, store: ProjectStore | None = None
     if not labels:
         raise DataError(f"No labels found in the label volumes under {root}; pass --labels name=value,...")
     patients = patients or PatientIds()
-    with ImportSession(store, name, layout="nrrd", source=root, labels=labels, skip_bad=skip_bad,
-                       report=report) as session:
+    with ImportSession(
+        store, name, layout="nrrd", source=root, labels=labels, skip_bad=skip_bad, report=report
+    ) as session:
         for case, path in images.items():
             with session.item(str(path)):
                 image, spacing, metadata = read_nrrd(path)
@@ -93,17 +103,31 @@ def import_nrrd(src: str | Path, name: str, *, store: ProjectStore | None = None
                 if label_path is not None:
                     label, _, label_meta = read_nrrd(label_path)
                     if label.shape == image.shape and not np.allclose(
-                            metadata["original_affine_ras"], label_meta["original_affine_ras"], rtol=1e-3, atol=1e-2):
-                        raise DataError(f"Label {label_path} has the shape of image {path} but another position or "
-                                        "orientation; they must share one grid.")
+                        metadata["original_affine_ras"], label_meta["original_affine_ras"], rtol=1e-3, atol=1e-2
+                    ):
+                        raise DataError(
+                            f"Label {label_path} has the shape of image {path} but another position or "
+                            "orientation; they must share one grid."
+                        )
                     if not np.array_equal(label, np.round(label)):
                         raise DataError(f"Label {label_path} has non-integer values; expected a label map.")
                     label = label.astype(np.int32)
                 relative = str(path.relative_to(root))
-                session.add(id=case, patient_id=patients.resolve(relative, default=case), modality=modality or "OT",
-                            image=image, spacing=spacing, label=label, label_source=label_path,
-                            metadata={**metadata, "source": relative, "sha256": sha256_file(path),
-                                      "label_source": str(label_path.relative_to(root)) if label_path else None})
+                session.add(
+                    id=case,
+                    patient_id=patients.resolve(relative, default=case),
+                    modality=modality or "OT",
+                    image=image,
+                    spacing=spacing,
+                    label=label,
+                    label_source=label_path,
+                    metadata={
+                        **metadata,
+                        "source": relative,
+                        "sha256": sha256_file(path),
+                        "label_source": str(label_path.relative_to(root)) if label_path else None,
+                    },
+                )
         for case in sorted(set(label_files) - set(images)):
             session.skip(str(label_files[case]), f"Label volume {label_files[case]} has no image {case}.nrrd.")
         return session.commit()

@@ -60,6 +60,7 @@ def _read_table(path: Path, key_column: str, patient_column: str) -> dict[str, s
     except (OSError, csv.Error, UnicodeDecodeError) as error:
         raise DataError(f"Cannot read patient CSV {path}: {error}") from error
     if rows and (key_column not in rows[0] or patient_column not in rows[0]):
-        raise DataError(f"Patient CSV {path} needs columns {key_column!r} and {patient_column!r}; "
-                        f"it has {list(rows[0])}.")
+        raise DataError(
+            f"Patient CSV {path} needs columns {key_column!r} and {patient_column!r}; it has {list(rows[0])}."
+        )
     return {row[key_column].strip(): row[patient_column].strip() for row in rows}

@@ -24,8 +24,10 @@ REPORT_FILE = "import_report.json"
 
 def check_same_grid(image_shape: tuple[int, ...], label_shape: tuple[int, ...], image: Any, label: Any) -> None:
     if tuple(image_shape) != tuple(label_shape):
-        raise DataError(f"Mask {label} has shape {tuple(label_shape)} but its image {image} has "
-                        f"{tuple(image_shape)}; an image and its mask must share one grid.")
+        raise DataError(
+            f"Mask {label} has shape {tuple(label_shape)} but its image {image} has "
+            f"{tuple(image_shape)}; an image and its mask must share one grid."
+        )
 
 
 def check_label_values(label: np.ndarray, labels: dict[str, int], path: Any) -> list[int]:
@@ -33,8 +35,9 @@ def check_label_values(label: np.ndarray, labels: dict[str, int], path: Any) -> 
     present = [int(v) for v in np.unique(label)]
     unknown = sorted(set(present) - set(labels.values()) - {0})
     if unknown:
-        raise DataError(f"Mask {path} has value(s) {unknown[:10]} outside the declared labels {labels} "
-                        "(0 is background).")
+        raise DataError(
+            f"Mask {path} has value(s) {unknown[:10]} outside the declared labels {labels} (0 is background)."
+        )
     return present
 
 
@@ -46,10 +49,19 @@ def safe_id(text: str) -> str:
 class ImportSession:
     """Collects validated resources for one new project; use as ``with ImportSession(...) as session``."""
 
-    def __init__(self, store: ProjectStore | None, name: str, *, layout: str, source: str | Path,
-                 labels: dict[str, int] | None = None, task: str = "segmentation",
-                 categories: tuple[str, ...] | list[str] = (), skip_bad: bool = False,
-                 report: str | Path | None = None):
+    def __init__(
+        self,
+        store: ProjectStore | None,
+        name: str,
+        *,
+        layout: str,
+        source: str | Path,
+        labels: dict[str, int] | None = None,
+        task: str = "segmentation",
+        categories: tuple[str, ...] | list[str] = (),
+        skip_bad: bool = False,
+        report: str | Path | None = None,
+    ):
         if not name or not name.strip():
             raise DataError("An imported project needs a name (--name).")
         self.store = store or ProjectStore()
@@ -60,7 +72,7 @@ class ImportSession:
         self.skipped: list[dict[str, str]] = []
         self.draft: ProjectDraft | None = None
 
-    def __enter__(self) -> "ImportSession":
+    def __enter__(self) -> ImportSession:
         self.draft = self.store.draft(self.name)
         return self
 
@@ -90,9 +102,19 @@ class ImportSession:
             raise error
         self.skipped.append({"item": description, "error": str(error)})
 
-    def add(self, *, id: str, patient_id: str, modality: str, image: np.ndarray, spacing: tuple[float, ...],
-            label: np.ndarray | None = None, label_source: Any = None, categories: tuple[str, ...] = (),
-            metadata: dict[str, Any] | None = None) -> Resource:
+    def add(
+        self,
+        *,
+        id: str,
+        patient_id: str,
+        modality: str,
+        image: np.ndarray,
+        spacing: tuple[float, ...],
+        label: np.ndarray | None = None,
+        label_source: Any = None,
+        categories: tuple[str, ...] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> Resource:
         """Store one image (2D (H, W) or 3D display (z, y, x)) and its optional label map on the same grid."""
         assert self.draft is not None, "use ImportSession as a context manager"
         kind = "image" if image.ndim == 2 else "volume"
@@ -101,15 +123,18 @@ class ImportSession:
             label = None if label is None else label[None]
             spacing = (1.0, *spacing[-2:])
         if image.ndim != 3:
-            raise DataError(f"{metadata and metadata.get('source') or id}: image has shape {image.shape}; "
-                            "expected 2D or 3D.")
+            raise DataError(
+                f"{(metadata and metadata.get('source')) or id}: image has shape {image.shape}; expected 2D or 3D."
+            )
         metadata = dict(metadata or {})
         spacing = tuple(float(s) for s in spacing)
         if any(safe_id(r.id) == safe_id(id) for r in self.draft.resources):
             raise DataError(f"{metadata.get('source', id)}: another item already has the id {id!r}.")
         unknown = [c for c in categories if c not in self.categories]
         if unknown:
-            raise DataError(f"{metadata.get('source', id)}: categories {unknown} are not among {list(self.categories)}.")
+            raise DataError(
+                f"{metadata.get('source', id)}: categories {unknown} are not among {list(self.categories)}."
+            )
         if label is not None:  # validate before writing anything, so a bad item leaves no file behind
             check_same_grid(image.shape, label.shape, metadata.get("source", id), label_source or id)
             metadata["label_values"] = check_label_values(label, self.labels, label_source or id)
@@ -119,9 +144,17 @@ class ImportSession:
             dtype = np.uint8 if max(self.labels.values(), default=0) <= 255 else np.int16
             files["label"] = f"labels/{safe_id(id)}.nii.gz"
             self.draft.write(files["label"], nifti_bytes(label.astype(dtype), spacing))
-        resource = Resource(id=id, patient_id=str(patient_id), modality=modality or "OT", kind=kind,
-                            image=files["image"], label=files.get("label"),
-                            spacing=spacing, categories=tuple(categories), metadata=metadata)
+        resource = Resource(
+            id=id,
+            patient_id=str(patient_id),
+            modality=modality or "OT",
+            kind=kind,
+            image=files["image"],
+            label=files.get("label"),
+            spacing=spacing,
+            categories=tuple(categories),
+            metadata=metadata,
+        )
         self.draft.add(resource)
         return resource
 
@@ -129,9 +162,12 @@ class ImportSession:
         """Move the project into the store; an import that produced nothing is an error."""
         assert self.draft is not None, "use ImportSession as a context manager"
         if not self.draft.resources:
-            detail = f" {len(self.skipped)} item(s) were skipped, first: {self.skipped[0]['error']}" if self.skipped else ""
-            raise DataError(f"Nothing to import from {self.source} as layout {self.layout!r}: the project would be "
-                            f"empty.{detail}")
+            detail = (
+                f" {len(self.skipped)} item(s) were skipped, first: {self.skipped[0]['error']}" if self.skipped else ""
+            )
+            raise DataError(
+                f"Nothing to import from {self.source} as layout {self.layout!r}: the project would be empty.{detail}"
+            )
         report = self._report("committed")
         self.draft.write(REPORT_FILE, json.dumps(report, indent=2).encode())
         project = self.draft.commit(self.labels, task=self.task, categories=self.categories)
@@ -139,9 +175,14 @@ class ImportSession:
         return project
 
     def _report(self, status: str, error: str | None = None) -> dict[str, Any]:
-        report = {"project": self.name, "layout": self.layout, "source": self.source, "status": status,
-                  "imported": len(self.draft.resources) if self.draft else 0,
-                  "skipped": self.skipped}
+        report = {
+            "project": self.name,
+            "layout": self.layout,
+            "source": self.source,
+            "status": status,
+            "imported": len(self.draft.resources) if self.draft else 0,
+            "skipped": self.skipped,
+        }
         if error:
             report["error"] = error
         return report

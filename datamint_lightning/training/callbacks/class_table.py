@@ -11,8 +11,12 @@ class PerClassMetricsTable(L.Callback):
     """Rows ``label, dice, iou, ...`` from the ``test/<metric>_<label>`` values the module logged, plus a ``mean``
     row from ``test/<metric>``; saved as ``artifact_file`` in the trainer's MLflow run. Rank zero only."""
 
-    def __init__(self, metrics: tuple[str, ...] | list[str] = ("dice", "iou"),
-                 artifact_file: str = "test/per_class_metrics.json", stage: str = "test"):
+    def __init__(
+        self,
+        metrics: tuple[str, ...] | list[str] = ("dice", "iou"),
+        artifact_file: str = "test/per_class_metrics.json",
+        stage: str = "test",
+    ):
         self.metrics = list(metrics)
         self.artifact_file = artifact_file
         self.stage = stage

@@ -37,12 +37,16 @@ class FiniteGuard(L.Callback):
             for parameter in group["params"]:
                 parameter.grad = None  # torch optimizers skip parameters without a gradient
         self.skipped += 1
-        rank_zero_warn(f"Non-finite gradients at step {trainer.global_step} (epoch {trainer.current_epoch}); "
-                       f"the batch was skipped ({self.skipped} so far).")
+        rank_zero_warn(
+            f"Non-finite gradients at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+            f"the batch was skipped ({self.skipped} so far)."
+        )
         if self.skipped > self.max_skips:
-            raise NonFiniteLossError(f"More than {self.max_skips} batches had non-finite gradients (last at step "
-                                     f"{trainer.global_step}); training stopped. Lower model.lr or set "
-                                     "trainer.gradient_clip_val.")
+            raise NonFiniteLossError(
+                f"More than {self.max_skips} batches had non-finite gradients (last at step "
+                f"{trainer.global_step}); training stopped. Lower model.lr or set "
+                "trainer.gradient_clip_val."
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.action != "stop":
@@ -58,7 +62,8 @@ class FiniteGuard(L.Callback):
                 f"The training loss became {value} at step {step} (epoch {trainer.current_epoch}, batch "
                 f"{batch_idx}); training stopped and nothing was registered. Lower model.lr"
                 f"{f' (now {lr})' if lr is not None else ''}, set trainer.gradient_clip_val, or skip such batches "
-                "with callbacks.finite_guard.action=skip.")
+                "with callbacks.finite_guard.action=skip."
+            )
 
     def state_dict(self) -> dict:
         return {"skipped": self.skipped}

@@ -8,8 +8,19 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 
 # RGB colours of labels 1..K (cycled): the label order of the model.
-PALETTE = np.array([[230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [245, 130, 48],
-                    [145, 30, 180], [70, 240, 240], [240, 50, 230]], dtype=np.float32)
+PALETTE = np.array(
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [0, 130, 200],
+        [255, 225, 25],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+    ],
+    dtype=np.float32,
+)
 
 
 def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -58,8 +69,11 @@ class SegmentationOverlays(L.Callback):
 
     def _due(self, trainer) -> bool:
         epoch = trainer.current_epoch
-        return (trainer.is_global_zero and not trainer.sanity_checking
-                and (epoch % self.every_n_epochs == 0 or epoch == (trainer.max_epochs or 0) - 1))
+        return (
+            trainer.is_global_zero
+            and not trainer.sanity_checking
+            and (epoch % self.every_n_epochs == 0 or epoch == (trainer.max_epochs or 0) - 1)
+        )
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self.rows = []
@@ -83,7 +97,7 @@ class SegmentationOverlays(L.Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self.rows:
             return
-        chosen = [row for _, row in sorted(self.rows, key=lambda r: -r[0])[:self.max_images]]
+        chosen = [row for _, row in sorted(self.rows, key=lambda r: -r[0])[: self.max_images]]
         width = max(row.shape[1] for row in chosen)
         gap = np.full((2, width, 3), 255, np.uint8)
         grid = np.concatenate([part for row in chosen for part in (_pad_width(row, width), gap)][:-1], axis=0)

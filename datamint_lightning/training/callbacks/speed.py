@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class SpeedOptions(L.Callback):
-    def __init__(self, channels_last: bool = False, compile: bool = False, compile_options: dict[str, Any] | None = None):
+    def __init__(
+        self, channels_last: bool = False, compile: bool = False, compile_options: dict[str, Any] | None = None
+    ):
         self.channels_last = channels_last
         self.compile = compile
         self.compile_options = dict(compile_options or {})
@@ -47,25 +49,33 @@ class SpeedOptions(L.Callback):
         if precision.startswith("bf16") and device.type == "cuda" and not _cuda_bf16(device):
             from lightning.pytorch.plugins.precision import MixedPrecision
 
-            rank_zero_warn(f"trainer.precision={precision}: {torch.cuda.get_device_name(device)} has no bfloat16 "
-                           "support; training with 16-mixed (float16 autocast + gradient scaling) instead.")
+            rank_zero_warn(
+                f"trainer.precision={precision}: {torch.cuda.get_device_name(device)} has no bfloat16 "
+                "support; training with 16-mixed (float16 autocast + gradient scaling) instead."
+            )
             trainer.strategy.precision_plugin = MixedPrecision("16-mixed", "cuda", torch.amp.GradScaler("cuda"))
             return "16-mixed"
         if precision.startswith("bf16") and device.type == "cpu" and not _cpu_bf16():
             from lightning.pytorch.plugins.precision import Precision
 
-            rank_zero_warn(f"trainer.precision={precision}: this CPU has no native bfloat16 math (AVX512-BF16 or "
-                           "AMX); training in 32-true instead, which is faster here than emulated bfloat16.")
+            rank_zero_warn(
+                f"trainer.precision={precision}: this CPU has no native bfloat16 math (AVX512-BF16 or "
+                "AMX); training in 32-true instead, which is faster here than emulated bfloat16."
+            )
             trainer.strategy.precision_plugin = Precision()
             return "32-true"
         return precision
 
     @staticmethod
     def _channels_last(pl_module: L.LightningModule) -> bool:
-        if any(isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d, torch.nn.BatchNorm3d))
-               for m in pl_module.modules()):
-            rank_zero_warn("callbacks.speed.channels_last=true does not apply to a 3D network (channels_last is "
-                           "a 2D layout); training continues in the default memory format.")
+        if any(
+            isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d, torch.nn.BatchNorm3d))
+            for m in pl_module.modules()
+        ):
+            rank_zero_warn(
+                "callbacks.speed.channels_last=true does not apply to a 3D network (channels_last is "
+                "a 2D layout); training continues in the default memory format."
+            )
             return False
         # The weights become NHWC; 1-channel inputs are NHWC already, and convolutions keep activations NHWC.
         pl_module.to(memory_format=torch.channels_last)
