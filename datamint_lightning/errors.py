@@ -1,5 +1,17 @@
 """User-facing errors: the CLI prints their message alone, without a stack trace."""
 
+from typing import Any
+
+EXCERPT_CHARACTERS = 80
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARACTERS) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message quotes what a client sent, never all of it."""
+    if hasattr(value, "tolist") and getattr(value, "size", limit + 1) <= limit:  # small numpy values as Python
+        value = value.tolist()
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text):,} characters)"
+
 
 class DatamintLightningError(Exception):
     """An error caused by input the user controls (config, data, URIs); the message says what to fix."""

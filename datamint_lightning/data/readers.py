@@ -8,8 +8,6 @@ results back onto the file's own array.
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import hashlib
 import warnings
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from datamint_lightning.data.files import folder_files, inflated_size, inside, open_regular, regular_file
 from datamint_lightning.data.limits import check_pixels, check_voxels, limit
 from datamint_lightning.data.volumes import Spacing, VoxelGrid
 from datamint_lightning.errors import DataError, DatamintLightningError, InputTooLarge
@@ -31,7 +30,7 @@ def sha256_file(*paths: str | Path) -> str:
     """Content hash of one file, or of several in the given order (a DICOM series)."""
     digest = hashlib.sha256()
     for path in paths:
-        with open(path, "rb") as stream:
+        with open_regular(path) as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
@@ -45,6 +44,7 @@ def read_dicom(path: str | Path, headers_only: bool = False):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    _check_deflated(regular_file(path, f"DICOM file {path}"))
     try:
         return pydicom.dcmread(str(path), stop_before_pixels=headers_only)
     except InvalidDicomError:
@@ -58,6 +58,21 @@ def read_dicom(path: str | Path, headers_only: bool = False):
     if "SOPClassUID" not in dataset and "Modality" not in dataset:
         raise DataError(f"{path} is not a DICOM file (no DICOM header found).")
     return dataset
+
+
+def _check_deflated(path: Path) -> None:
+    """pydicom inflates a deflated DICOM whole, without a bound, as it opens it: measure it first, streaming."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    with open_regular(path) as stream:
+        try:
+            read_preamble(stream, force=True)
+            syntax = _read_file_meta_info(stream).get("TransferSyntaxUID")
+        except Exception:  # no Part 10 meta: not deflated (and pydicom says what is wrong when it reads)
+            return
+        if syntax == DeflatedExplicitVRLittleEndian:
+            inflated_size(stream, "deflate", limit("DATAMINT_MAX_DECOMPRESSED_BYTES"), f"DICOM file {path}")
 
 
 def _floats(dataset, keyword: str, path: Path | str, count: int) -> np.ndarray:
@@ -239,11 +254,14 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> tupl
 
 
 def dicom_series_volume(
-    folder: str | Path, series_uid: str | None = None
+    folder: str | Path, series_uid: str | None = None, root: Path | None = None
 ) -> tuple[np.ndarray, Spacing, dict[str, Any], VoxelGrid]:
-    """``read_dicom_series`` plus the series' own voxel grid (to map results back to its slices)."""
+    """``read_dicom_series`` plus the series' own voxel grid (to map results back to its slices).
+
+    The folder is listed within ``DATAMINT_MAX_FOLDER_FILES``/``_DEPTH``; with ``root``, a file in it that links
+    outside ``root`` is an error (see ``files.folder_files``)."""
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
+    files = folder_files(folder, root) if folder.is_dir() else [folder]
     series, _, bad = group_dicom_series(files)
     if series_uid is not None:
         series = {uid: f for uid, f in series.items() if uid == series_uid}
@@ -272,18 +290,38 @@ _SPACE_ALIASES = {
 }
 
 
-def read_nrrd(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
-    """An NRRD volume as (display array (z, y, x), spacing, metadata); Slicer segment names are kept."""
-    return nrrd_volume(path)[:3]
+def read_nrrd(path: str | Path, data_root: Path | None = None) -> tuple[np.ndarray, Spacing, dict[str, Any]]:
+    """An NRRD volume as (display array (z, y, x), spacing, metadata); Slicer segment names are kept.
+
+    A header that keeps its data in another file (``data file:``, as ``.nhdr`` files do) is followed only to a
+    file inside ``data_root`` once links are resolved; without ``data_root`` such a header is refused."""
+    return nrrd_volume(path, data_root)[:3]
 
 
-def nrrd_volume(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any], VoxelGrid]:
-    """``read_nrrd`` plus the file's own voxel grid (pynrrd's default (i, j, k) index order)."""
+def nrrd_header(path: str | Path) -> dict[str, Any]:
+    """The header of an NRRD file (a regular file: see ``files.regular_file``)."""
     import nrrd
 
     try:
-        header = nrrd.read_header(str(path))
-        _check_nrrd_size(Path(path), header)
+        with open_regular(path, f"NRRD file {path}") as stream:
+            return nrrd.read_header(stream)
+    except DatamintLightningError:
+        raise
+    except Exception as error:
+        raise DataError(f"Cannot read the NRRD header of {path}: {error}") from error
+
+
+def nrrd_volume(
+    path: str | Path, data_root: Path | None = None
+) -> tuple[np.ndarray, Spacing, dict[str, Any], VoxelGrid]:
+    """``read_nrrd`` plus the file's own voxel grid (pynrrd's default (i, j, k) index order)."""
+    import nrrd
+
+    path = Path(path)
+    header = nrrd_header(path)
+    data_file = _detached_data(path, header, data_root)
+    try:
+        _check_nrrd_size(path, header, data_file)
         data, header = nrrd.read(str(path))
     except DatamintLightningError:
         raise
@@ -333,7 +371,25 @@ def nrrd_volume(path: str | Path) -> tuple[np.ndarray, Spacing, dict[str, Any], 
 _COMPRESSED_NRRD = {"gzip": "gzip", "gz": "gzip", "bzip2": "bz2", "bz2": "bz2"}
 
 
-def _check_nrrd_size(path: Path, header: dict[str, Any]) -> None:
+def _detached_data(path: Path, header: dict[str, Any], data_root: Path | None) -> Path | None:
+    """The file a detached header names for its data, when it may be read (inside ``data_root``, links
+    resolved, a regular file); None when the data follows the header. Refusals never say whether that file
+    exists: the header is the client's, the file system is not."""
+    named = header.get("data file", header.get("datafile"))
+    if named is None:
+        return None
+    if data_root is None:
+        raise DataError(
+            f"NRRD file {path} keeps its data in another file (a 'data file' header, as .nhdr files do); "
+            "detached NRRD is not accepted here: send a single .nrrd file with the data attached."
+        )
+    text = str(named).strip()
+    if text.upper().startswith("LIST") or "%" in text or len(text.split()) > 1:
+        raise DataError(f"NRRD file {path}: multi-file data ('data file: {text[:80]}') is not supported.")
+    return regular_file(inside(path.parent / text, data_root, f"The data file of NRRD file {path}"))
+
+
+def _check_nrrd_size(path: Path, header: dict[str, Any], data_file: Path | None = None) -> None:
     """The header's sizes within the limits and, for compressed data, a decompressed stream no longer than
     they declare (pynrrd decompresses the whole stream before comparing: a bomb would fill memory first)."""
     import nrrd
@@ -345,19 +401,10 @@ def _check_nrrd_size(path: Path, header: dict[str, Any]) -> None:
     if codec is None:
         return
     declared = int(np.prod(sizes)) * itemsize + max(int(header.get("byte skip", 0)), 0)
-    detached = header.get("data file") or header.get("datafile")
-    with open(path.parent / detached if detached else path, "rb") as raw:
-        if not detached:
+    with open_regular(data_file or path) as raw:
+        if data_file is None:
             nrrd.read_header(raw)  # leaves ``raw`` at the first data byte
-        stream = gzip.GzipFile(fileobj=raw) if codec == "gzip" else bz2.BZ2File(raw)
-        total = 0
-        while block := stream.read(1 << 20):
-            total += len(block)
-            if total > declared:
-                raise InputTooLarge(
-                    f"NRRD file {path} decompresses to more than the {declared:,} bytes its "
-                    f"header declares (sizes {sizes})."
-                )
+        inflated_size(raw, codec, declared, f"NRRD file {path}", f"the {declared:,} bytes its header declares")
 
 
 # --------------------------------------------------------------------------------------------------- 2D images
@@ -378,15 +425,13 @@ def is_dicom_path(path: Path) -> bool:
         return True
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return False
-    with open(path, "rb") as stream:  # DICOM Part 10 magic
+    with open_regular(path) as stream:  # DICOM Part 10 magic
         return stream.read(132)[128:132] == b"DICM"
 
 
 def read_image(path: str | Path, mask: bool = False) -> Image2D:
     """One 2D image (PNG/JPEG/TIFF/BMP or single-frame DICOM); ``mask=True`` keeps palette indices as values."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Image file {path} does not exist.")
+    path = regular_file(path, f"Image file {path}")
     return dicom_image(read_dicom(path), path) if is_dicom_path(path) else _read_pillow(path, mask)
 
 

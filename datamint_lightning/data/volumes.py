@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from datamint_lightning.data.files import regular_file
 from datamint_lightning.errors import DataError, DatamintLightningError
 
 Spacing = tuple[float, float, float]
@@ -141,6 +142,7 @@ def read_nifti(path: str | Path, dtype=np.float32, channel: int | None = None) -
     """
     import nibabel as nib
 
+    regular_file(path, f"NIfTI file {path}")
     try:
         image = nib.load(str(path))  # the header only: the data is read below, after the size check
         _check_nifti_size(image, path, np.dtype(dtype).itemsize)
@@ -175,6 +177,7 @@ def nifti_affine(path: str | Path) -> np.ndarray:
     """The voxel->RAS affine of a NIfTI file as stored (for grid checks between an image and its label)."""
     import nibabel as nib
 
+    regular_file(path, f"NIfTI file {path}")
     try:
         return np.asarray(nib.load(str(path)).affine)
     except Exception as error:
@@ -185,6 +188,7 @@ def nifti_grid(path: str | Path) -> VoxelGrid:
     """The voxel grid of a NIfTI file (header only), matching the display array ``read_nifti`` returns."""
     import nibabel as nib
 
+    regular_file(path, f"NIfTI file {path}")
     try:
         image = nib.load(str(path))
     except Exception as error:

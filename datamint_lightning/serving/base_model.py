@@ -94,8 +94,11 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
 
         Subclasses that override it call ``super().load_context(context)`` first.
         """
+        from datamint_lightning.serving import scoring_guard
         from datamint_lightning.serving.saved_state import restore_modules
 
+        if scoring_guard.in_scoring_server():  # clean answers for what MLflow checks before predict runs
+            scoring_guard.install()
         config = dict(getattr(context, "model_config", None) or {})
         self._inference_device = inference_device(config.get("device"))
         if self.settings.need_gpu and not self._inference_device.startswith("cuda"):
@@ -130,6 +133,7 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, model_input, params=None):  # no type hints: MLflow would try to build a schema from them
         """Main entry point: one list of annotations per input, from the handler of ``params['mode']``."""
+        from datamint_lightning.data.limits import request_seconds, time_budget
         from datamint_lightning.serving.encoding import jsonable, resolve_mask_format
         from datamint_lightning.serving.path_policy import serving_requests
         from datamint_lightning.serving.request_error import InvalidRequest, ServerFailure
@@ -139,20 +143,23 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
             params = {k: v for k, v in dict(params or {}).items() if v is not None}
             mask_format = resolve_mask_format(params.pop("mask_format", None))
             self.router.resolve_mode(params.get("mode"))  # an unknown mode fails before decoding the inputs
-            inputs = self.decode_inputs(model_input)
-            results = self.router.dispatch(inputs, params)
-            if not isinstance(results, list) or len(results) != len(inputs):
-                raise RuntimeError(
-                    f"{type(self).__name__} mode {params.get('mode', 'default')!r} returned "
-                    f"{type(results).__name__} of "
-                    f"{len(results) if isinstance(results, list) else '?'} items for "
-                    f"{len(inputs)} inputs."
-                )
-            return jsonable(results, mask_format)
+            with time_budget(request_seconds(serving_requests())):  # checked between items, batches, windows
+                inputs = self.decode_inputs(model_input)
+                results = self.router.dispatch(inputs, params)
+                if not isinstance(results, list) or len(results) != len(inputs):
+                    raise RuntimeError(
+                        f"{type(self).__name__} mode {params.get('mode', 'default')!r} returned "
+                        f"{type(results).__name__} of "
+                        f"{len(results) if isinstance(results, list) else '?'} items for "
+                        f"{len(inputs)} inputs."
+                    )
+                return jsonable(results, mask_format)
         except InputTooLarge as error:
             raise InvalidRequest(str(error), status=413) from error
         except (PredictionError, DataError) as error:
             raise InvalidRequest(str(error)) from error
+        except RecursionError:  # a request nested deeper than the decoders recurse
+            raise InvalidRequest("The request's inputs are nested too deeply; send flat input items.") from None
         except Exception as error:
             if not serving_requests():
                 raise
@@ -162,6 +169,7 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
 
     def decode_inputs(self, model_input: Any) -> list[Any]:
         """A list of ``ImageInput``/``VolumeInput`` from a list of items or a single item (see ``inputs.py``)."""
+        from datamint_lightning.data.limits import check_time
         from datamint_lightning.serving.decode import load_input, split_items
         from datamint_lightning.serving.rest import check_request_size
 
@@ -169,7 +177,11 @@ class BaseDatamintModel(mlflow.pyfunc.PythonModel):
         if not items:
             raise PredictionError("The input is empty; pass a list of file paths, arrays or input dicts.")
         check_request_size(items)  # before decoding any of them
-        return [load_input(item, index) for index, item in enumerate(items)]
+        inputs = []
+        for index, item in enumerate(items):
+            check_time("Decoding the request's inputs")
+            inputs.append(load_input(item, index))
+        return inputs
 
     def default_mode(self, inputs: list[Any]) -> str:
         return self.router.resolve_mode(PredictionMode.DEFAULT, inputs).value

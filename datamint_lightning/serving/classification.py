@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from datamint_lightning.data.limits import check_time
 from datamint_lightning.data.preprocessing import Preprocessing
 
 
@@ -26,9 +27,14 @@ def classify_slices(
     intensity conventions batch together) and the network runs ``batch_size`` at a time.
     """
     # float32 whatever the intensity mode computed in (percentiles come back as float64 from numpy)
-    prepared = torch.cat([preprocessing.prepare(s[None], d) for s, d in zip(slices, display_8bit)]).float()
+    prepared = []
+    for image, display in zip(slices, display_8bit):
+        check_time("Preparing the request's images")  # a served request over its time budget stops here
+        prepared.append(preprocessing.prepare(image[None], display))
+    prepared = torch.cat(prepared).float()
     outputs = []
     for start in range(0, len(prepared), batch_size):
+        check_time("Classifying the request's images")
         logits = network(prepared[start : start + batch_size].to(device)).float()
         outputs.append((logits.sigmoid() if multilabel else logits.softmax(dim=1)).cpu().numpy())
     return np.concatenate(outputs)

@@ -11,9 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from datamint_lightning.errors import PredictionError
+from datamint_lightning.data.limits import check_time
+from datamint_lightning.errors import InputTooLarge, PredictionError, excerpt
 
 MASK_FORMATS = ("auto", "numpy", "rle", "list")
+# A mask as nested JSON lists costs tens of bytes per voxel to build: beyond this many voxels, RLE only.
+MAX_LIST_MASK_VOXELS = 4_000_000
 SERVING_ENV = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"  # set by MLflow's scoring server
 
 
@@ -38,9 +41,11 @@ def decode_mask(encoded: Any) -> np.ndarray:
 
 
 def resolve_mask_format(value: str | None) -> str:
+    if value is not None and not isinstance(value, str):
+        raise PredictionError(f"mask_format={excerpt(value)} is not one of {list(MASK_FORMATS)}.")
     value = (value or "auto").lower()
     if value not in MASK_FORMATS:
-        raise PredictionError(f"mask_format={value!r} is not one of {list(MASK_FORMATS)}.")
+        raise PredictionError(f"mask_format={excerpt(value)} is not one of {list(MASK_FORMATS)}.")
     if value == "auto":  # served answers must be compact JSON; in-process callers get arrays
         return "rle" if os.environ.get(SERVING_ENV, "").lower() == "true" else "numpy"
     return value
@@ -62,8 +67,14 @@ def jsonable(value: Any, mask_format: str) -> Any:
 def encode_mask(mask: Any, mask_format: str) -> Any:
     if not isinstance(mask, np.ndarray):
         return mask
+    check_time("Encoding the answer")
     if mask_format == "rle":
         return rle_encode(mask)
     if mask_format == "list":
+        if mask.size > MAX_LIST_MASK_VOXELS:
+            raise InputTooLarge(
+                f"mask_format='list' answers masks of at most {MAX_LIST_MASK_VOXELS:,} voxels as JSON lists; this "
+                f"one has {mask.size:,}: use mask_format='rle' (datamint_lightning.serving.encoding.decode_mask)."
+            )
         return mask.astype(np.uint8).tolist()
     return mask

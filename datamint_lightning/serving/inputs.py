@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from datamint_lightning.data.limits import check_pixels, check_voxels
 from datamint_lightning.data.volumes import VoxelGrid
-from datamint_lightning.errors import PredictionError
+from datamint_lightning.errors import PredictionError, excerpt
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -48,23 +49,32 @@ class VolumeInput:
 
 
 def from_array(array: np.ndarray, source: str, spacing: Any = None) -> ImageInput | VolumeInput:
+    """An image or volume given as numbers, within the same pixel and voxel limits as a decoded file."""
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise PredictionError(f"{source} has dtype {array.dtype}; expected numbers.")
     if array.size == 0:
         raise PredictionError(f"{source} is empty (shape {array.shape}).")
     if array.ndim == 2:
+        check_pixels(array.shape[1], array.shape[0], source)
         return ImageInput(array.astype(np.float32), False, source)
     if array.ndim == 3:
+        check_voxels(array.shape, source)
         return VolumeInput(array.astype(np.float32), check_spacing(spacing, source), source)
     raise PredictionError(f"{source} has shape {array.shape}; expected (H, W) for an image or (Z, H, W) for a volume.")
 
 
 def check_spacing(spacing: Any, source: str) -> tuple[float, float, float] | None:
+    """Three finite, positive (z, y, x) sizes in mm, or None when not given."""
     if spacing is None:
         return None
-    values = np.asarray(spacing, dtype=float).ravel()
-    if values.size != 3 or not np.all(values > 0):
-        raise PredictionError(f"{source}: spacing={values.tolist()} must be three positive (z, y, x) sizes in mm.")
+    try:
+        values = np.asarray(spacing, dtype=float).ravel()
+    except (TypeError, ValueError, OverflowError):
+        values = None
+    if values is None or values.size != 3 or not np.all(np.isfinite(values)) or not np.all(values > 0):
+        raise PredictionError(
+            f"{source}: spacing={excerpt(spacing)} must be three positive, finite (z, y, x) sizes in mm."
+        )
     return tuple(float(v) for v in values)
 
 
@@ -84,14 +94,20 @@ def load_resource(resource: Any, index: int) -> ImageInput | VolumeInput:
     return loaded
 
 
-def load_path(path: Path) -> ImageInput | VolumeInput:
+def load_path(path: Path, served_root: Path | None = None) -> ImageInput | VolumeInput:
+    """The image or volume in file or folder ``path``.
+
+    ``served_root``: the request comes from a client, and every file it leads to (a folder's files) must lie in
+    this folder once links are resolved; headers that name other files (detached NRRD) are refused. None: an
+    in-process caller's own file, whose detached NRRD data may come from the header's own folder.
+    """
     if not path.exists():
         raise PredictionError(f"Input file {path} does not exist.")
     name = path.name.lower()
     if path.is_dir():
         from datamint_lightning.data.readers import dicom_series_volume
 
-        array, spacing, _, grid = dicom_series_volume(path)
+        array, spacing, _, grid = dicom_series_volume(path, root=served_root)
         return VolumeInput(np.asarray(array, np.float32), check_spacing(spacing, str(path)), str(path), grid=grid)
     if name.endswith(IMAGE_SUFFIXES):
         return _load_picture(path)
@@ -103,7 +119,8 @@ def load_path(path: Path) -> ImageInput | VolumeInput:
     if name.endswith(NRRD_SUFFIXES):
         from datamint_lightning.data.readers import nrrd_volume
 
-        array, spacing, _, grid = nrrd_volume(path)
+        data_root = None if served_root is not None else path.resolve().parent
+        array, spacing, _, grid = nrrd_volume(path, data_root)
         loaded = from_array(np.asarray(array, np.float32), str(path), spacing)
         return replace(loaded, grid=grid) if isinstance(loaded, VolumeInput) else loaded
     return _load_dicom(path)

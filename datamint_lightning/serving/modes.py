@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from datamint_lightning.errors import PredictionError
+from datamint_lightning.errors import PredictionError, excerpt
 from datamint_lightning.serving.enums import PredictionMode
 
 MODE_ATTRIBUTE = "_datamint_prediction_mode"
@@ -156,7 +156,8 @@ class PredictionRouter:
         value = str(getattr(mode, "value", mode) or PredictionMode.DEFAULT.value)
         if value not in self.supported_modes():
             raise PredictionError(
-                f"Prediction mode {value!r} is not supported by this model; supported modes: {self.supported_modes()}."
+                f"Prediction mode {excerpt(value)} is not supported by this model; supported modes: "
+                f"{self.supported_modes()}."
             )
         if value != PredictionMode.DEFAULT.value or not inputs:
             return PredictionMode(value)

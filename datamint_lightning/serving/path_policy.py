@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from datamint_lightning.errors import PredictionError
+from datamint_lightning.errors import PredictionError, excerpt
 
+MAX_PATH_CHARACTERS = 4096  # PATH_MAX on Linux
 PATH_ROOT_ENV = "DATAMINT_SERVING_PATH_ROOT"
 SERVING_ENV = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"  # set by mlflow.pyfunc.scoring_server.init
 
@@ -31,9 +33,16 @@ def input_root() -> Path | None:
     return Path(root).resolve() if root else None
 
 
-def allowed_path(value: str | Path, source: str, served: bool | None = None) -> Path:
+def allowed_path(value: Any, source: str, served: bool | None = None) -> Path:
     """The file ``value`` names, when this process may read it for a prediction (``served``: apply the
     served rule; default: when serving requests)."""
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value or "\0" in value or len(value) > MAX_PATH_CHARACTERS:
+        raise PredictionError(
+            f"{source}: path {excerpt(value)} must be a file path: a non-empty string without NUL characters, "
+            f"at most {MAX_PATH_CHARACTERS} characters."
+        )
     if not (serving_requests() if served is None else served):
         return Path(value)
     base = input_root()
@@ -43,11 +52,14 @@ def allowed_path(value: str | Path, source: str, served: bool | None = None) -> 
             f'{{"data": <base64>, "mime_type": ...}} or an array (the server\'s operator can '
             f"set {PATH_ROOT_ENV} to a folder inputs may be read from)."
         )
-    path = (base / value).resolve()  # an absolute value replaces base; links are followed before the check
-    if not path.is_relative_to(base):
-        raise PredictionError(f"{source}: path {str(value)!r} is not inside the server's input folder.")
+    try:
+        path = (base / value).resolve()  # an absolute value replaces base; links are followed before the check
+    except (OSError, RuntimeError):  # a link loop
+        path = None
+    if path is None or not path.is_relative_to(base):
+        raise PredictionError(f"{source}: path {excerpt(value)} is not inside the server's input folder.")
     if not path.exists():
-        raise PredictionError(f"{source}: path {str(value)!r} does not exist in the server's input folder.")
+        raise PredictionError(f"{source}: path {excerpt(value)} does not exist in the server's input folder.")
     return path
 
 

@@ -8,6 +8,15 @@ from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 from datamint_lightning.errors import PredictionError
 
+MAX_MESSAGE_CHARACTERS = 1000  # an error body names the problem; it never carries a request back
+
+
+def bounded(message: str) -> str:
+    """``message`` cut to ``MAX_MESSAGE_CHARACTERS`` (a last guard: messages quote client values as excerpts)."""
+    if len(message) <= MAX_MESSAGE_CHARACTERS:
+        return message
+    return f"{message[: MAX_MESSAGE_CHARACTERS - 40]}... ({len(message):,} characters in all)"
+
 
 class _FirstMessage(MlflowException):
     """Keeps the first ``message``: the scoring server rewrites it to "Failed to predict data '<the whole
@@ -28,7 +37,7 @@ class InvalidRequest(PredictionError, _FirstMessage):
     would become a generic "unexpected error" message with the real one buried in a stack trace)."""
 
     def __init__(self, message: str, status: int = 400):
-        MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
+        MlflowException.__init__(self, bounded(message), error_code=INVALID_PARAMETER_VALUE)
         self.status = status
 
     def get_http_status_code(self) -> int:  # what the scoring server answers

@@ -14,9 +14,11 @@ Body: ``{"inputs": [<item>, ...], "params": {"mode": "slice", "slice_index": 3, 
 
 Any item may add ``"spacing"`` (volumes) and ``"primary_slice"`` (an index, for mode ``primary_slice``).
 Masks in the answer are run-length encoded when served (see ``encoding.py``; ``mask_format`` overrides).
-Sizes are bounded (``data/limits.py``): the inline bytes of a request, a zip's members and unzipped bytes, and
-every decoded image or volume; over a limit the answer is HTTP 413. Files a request writes live in one temporary
-folder, removed when the item is decoded or fails.
+Sizes are bounded (``data/limits.py``) before the work they would cost: the items and inline bytes of a request,
+a zip's members and unzipped bytes, a folder's files, every decoded image or volume (inline arrays too, from
+their declared shape); over a limit the answer is HTTP 413. No header may make the server read another file
+(detached NRRD is refused). Files a request writes live in one temporary folder, removed when the item is decoded
+or fails.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from datamint_lightning.data.limits import check, limit
-from datamint_lightning.errors import DataError, InputTooLarge, PredictionError
+from datamint_lightning.data.limits import check, check_pixels, check_voxels, limit
+from datamint_lightning.errors import DataError, InputTooLarge, PredictionError, excerpt
 from datamint_lightning.serving.inputs import ImageInput, VolumeInput, check_spacing, from_array, load_path
 from datamint_lightning.serving.path_policy import (
     allowed_path,
@@ -71,7 +73,7 @@ def load_request_item(item: dict[str, Any], index: int) -> ImageInput | VolumeIn
     source = f"input[{index}]"
     kinds = [k for k in ITEM_KEYS if k in item]
     if len(kinds) != 1:
-        raise PredictionError(f"{source} has keys {sorted(item)}; expected exactly one of {list(ITEM_KEYS)}.")
+        raise PredictionError(f"{source} has keys {excerpt(sorted(item))}; expected exactly one of {list(ITEM_KEYS)}.")
     kind = kinds[0]
     if kind == "data":
         loaded = _from_bytes(_b64(item["data"], f"{source}.data"), item.get("mime_type"), source)
@@ -87,15 +89,18 @@ def load_request_item(item: dict[str, Any], index: int) -> ImageInput | VolumeIn
 def load_server_path(value: Any, source: str, served: bool | None = None) -> ImageInput | VolumeInput:
     """A path input under the one confinement rule of ``path_policy``; messages never show the server folder."""
     served = serving_requests() if served is None else served
-    path = allowed_path(value if isinstance(value, Path) else str(value), source, served)
+    path = allowed_path(value, source, served)
     if not served:  # in-process use: the caller's own files, named as the caller named them
         return load_path(path)
-    with relabeled(input_root(), ""):
-        return load_path(path)
+    root = input_root()
+    with relabeled(root, ""):
+        return load_path(path, served_root=root)
 
 
 def check_request_size(items: list[Any]) -> None:
-    """The inline bytes of all request dicts within ``DATAMINT_MAX_REQUEST_BYTES``, before any is decoded."""
+    """The number of items within ``DATAMINT_MAX_REQUEST_ITEMS`` and the inline bytes of all request dicts within
+    ``DATAMINT_MAX_REQUEST_BYTES``, before any is decoded."""
+    check("DATAMINT_MAX_REQUEST_ITEMS", len(items), "The request's number of inputs")
     total = 0
     for index, item in enumerate(items):
         if isinstance(item, dict):
@@ -122,7 +127,7 @@ def _with_hints(loaded: ImageInput | VolumeInput, item: dict[str, Any], source: 
     spacing = check_spacing(item.get("spacing"), source) or loaded.spacing
     primary = item.get("primary_slice")
     if primary is not None and not (isinstance(primary, (int, np.integer)) and not isinstance(primary, bool)):
-        raise PredictionError(f"{source}.primary_slice={primary!r} must be a slice index (an integer).")
+        raise PredictionError(f"{source}.primary_slice={excerpt(primary)} must be a slice index (an integer).")
     return replace(loaded, spacing=spacing, primary_slice=None if primary is None else int(primary))
 
 
@@ -142,15 +147,33 @@ def _b64(text: Any, name: str) -> bytes:
         raise PredictionError(f"{name} is not valid base64: {error}") from error
 
 
+def _shape(value: Any, name: str) -> tuple[int, ...]:
+    """(H, W) or (Z, H, W) positive whole numbers, checked against the pixel/voxel limits before any decoding."""
+    value = _plain(value)
+    sizes = value.tolist() if isinstance(value, np.ndarray) else value
+    if (
+        not isinstance(sizes, (list, tuple))
+        or len(sizes) not in (2, 3)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes)
+    ):
+        raise PredictionError(f"{name}={excerpt(value)} must be [H, W] or [Z, H, W]: positive whole numbers.")
+    if len(sizes) == 2:
+        check_pixels(sizes[1], sizes[0], name)
+    else:
+        check_voxels(sizes, name)
+    return tuple(sizes)
+
+
 def _raw_array(item: dict[str, Any], source: str) -> np.ndarray:
-    dtype, shape = str(item.get("dtype", "")), np.asarray(item.get("shape", []), dtype=np.int64).ravel()
+    dtype = str(_plain(item.get("dtype", "")))
     if dtype not in ARRAY_DTYPES:
-        raise PredictionError(f"{source}.dtype={dtype!r} is not one of {list(ARRAY_DTYPES)}.")
+        raise PredictionError(f"{source}.dtype={excerpt(dtype)} is not one of {list(ARRAY_DTYPES)}.")
+    shape = _shape(item.get("shape"), f"{source}.shape")
     raw = _b64(item["array_b64"], f"{source}.array_b64")
-    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape.size else -1
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if len(raw) != expected:
         raise PredictionError(
-            f"{source}.array_b64 holds {len(raw)} bytes; shape {shape.tolist()} of {dtype} needs {expected}."
+            f"{source}.array_b64 holds {len(raw)} bytes; shape {list(shape)} of {dtype} needs {expected}."
         )
     return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
@@ -158,7 +181,7 @@ def _raw_array(item: dict[str, Any], source: str) -> np.ndarray:
 def _from_bytes(data: bytes, mime_type: Any, source: str) -> ImageInput | VolumeInput:
     suffix = MIME_SUFFIXES.get(str(mime_type or "").lower())
     if suffix is None:
-        raise PredictionError(f"{source}.mime_type={mime_type!r} is not one of {sorted(MIME_SUFFIXES)}.")
+        raise PredictionError(f"{source}.mime_type={excerpt(mime_type)} is not one of {sorted(MIME_SUFFIXES)}.")
     if suffix == ".nii" and data[:2] == b"\x1f\x8b":
         suffix = ".nii.gz"
     with tempfile.TemporaryDirectory(prefix="datamint-input-") as folder, relabeled(Path(folder), f"{source}.data"):
@@ -167,7 +190,7 @@ def _from_bytes(data: bytes, mime_type: Any, source: str) -> ImageInput | Volume
         del data
         if suffix == ".zip":
             path = _unzip(path, Path(folder) / "series", source)
-        loaded = load_path(path)
+        loaded = load_path(path, served_root=Path(folder))
     return replace(loaded, source=f"{source} ({mime_type})")
 
 
@@ -186,7 +209,7 @@ def _unzip(archive: Path, target: Path, source: str) -> Path:
             for member in members:
                 parts = PurePosixPath(member.filename.replace("\\", "/")).parts
                 if not parts or member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-                    raise PredictionError(f"{source}: zip member {member.filename!r} has an unsafe path.")
+                    raise PredictionError(f"{source}: zip member {excerpt(member.filename)} has an unsafe path.")
                 destination = target.joinpath(*parts)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 with bundle.open(member) as stream, open(destination, "wb") as out:

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datamint_lightning.data.limits import check_time
 from datamint_lightning.data.preprocessing import Preprocessing
 
 
@@ -27,6 +28,7 @@ def segment_slices(
     height, width = slices.shape[-2:]
     label_maps, probabilities = [], []
     for start in range(0, len(slices), batch_size):
+        check_time("Segmenting the request's images")  # a served request over its time budget stops here
         batch = preprocessing.prepare(slices[start : start + batch_size], display_8bit).to(device)
         logits = network(batch).float()
         if logits.shape[-2:] != (height, width):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datamint_lightning.errors import PredictionError
+from datamint_lightning.errors import PredictionError, excerpt
 from datamint_lightning.networks import load_network
 from datamint_lightning.serving.datamint_model import DatamintModel
 from datamint_lightning.serving.enums import PredictionMode, TaskType
@@ -37,17 +37,33 @@ def resolve_threshold(settings: ModelSettings, confidence_threshold: Any = None,
         return None
     try:
         value = float(value)
-    except (TypeError, ValueError):
-        raise PredictionError(f"threshold={value!r} must be a number within [0, 1].") from None
+    except (TypeError, ValueError, OverflowError):
+        raise PredictionError(f"threshold={excerpt(value)} must be a number within [0, 1].") from None
     if not 0.0 <= value <= 1.0:
         raise PredictionError(f"threshold={value} must be within [0, 1].")
     return value
 
 
-def resolve_batch_size(settings: ModelSettings, batch_size: Any = None) -> int:
-    value = int(batch_size if batch_size is not None else settings.batch_size)
-    if value <= 0:
-        raise PredictionError(f"batch_size={value} must be a positive integer.")
+def resolve_batch_size(settings: ModelSettings, batch_size: Any = None, saved: str = "batch_size") -> int:
+    """The request's ``batch_size``, else the model's setting ``saved``. A served request may lower it, never
+    raise it: peak memory grows with the batch, and the model's setting is what its operator sized."""
+    from datamint_lightning.serving.path_policy import serving_requests
+
+    default = int(getattr(settings, saved))
+    if batch_size is None:
+        return default
+    try:
+        value = int(batch_size)
+        whole = not isinstance(batch_size, bool) and value == float(batch_size)
+    except (TypeError, ValueError, OverflowError):
+        value, whole = 0, False
+    if not whole or value <= 0:
+        raise PredictionError(f"batch_size={excerpt(batch_size)} must be a positive integer.")
+    if serving_requests() and value > default:
+        raise PredictionError(
+            f"batch_size={value} is over this model's {saved} of {default} (model_settings.{saved}); "
+            f"a request may ask for at most {default}."
+        )
     return value
 
 

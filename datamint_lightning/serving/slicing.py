@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from datamint_lightning.errors import PredictionError
+from datamint_lightning.errors import PredictionError, excerpt
 from datamint_lightning.serving.inputs import ImageInput, VolumeInput
 
 AXIS_NAMES = {0: "axial (z)", 1: "coronal (y)", 2: "sagittal (x)"}
@@ -15,10 +15,10 @@ AXIS_NAMES = {0: "axial (z)", 1: "coronal (y)", 2: "sagittal (x)"}
 def check_axis(axis: Any) -> int:
     try:
         value = int(axis)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         value = -1
     if value not in AXIS_NAMES:
-        raise PredictionError(f"axis={axis!r} must be 0 (axial), 1 (coronal) or 2 (sagittal).")
+        raise PredictionError(f"axis={excerpt(axis)} must be 0 (axial), 1 (coronal) or 2 (sagittal).")
     return value
 
 
@@ -35,8 +35,8 @@ def check_index(index: Any, volume: VolumeInput, axis: int, name: str = "slice_i
     size = volume.array.shape[axis]
     try:
         value = int(index)
-    except (TypeError, ValueError):
-        raise PredictionError(f"{name}={index!r} must be an integer.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise PredictionError(f"{name}={excerpt(index)} must be an integer.") from None
     if not 0 <= value < size:
         raise PredictionError(
             f"{name}={value} is out of range for {volume.source}: it has {size} slices along "

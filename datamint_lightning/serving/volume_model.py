@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from datamint_lightning.errors import PredictionError
 from datamint_lightning.networks import load_network
 from datamint_lightning.serving.datamint_model import DatamintModel
 from datamint_lightning.serving.enums import PredictionMode, TaskType
@@ -22,6 +21,7 @@ from datamint_lightning.serving.segmentation_model import (
     SPEC_ARTIFACT,
     WEIGHTS_ARTIFACT,
     Annotations,
+    resolve_batch_size,
     resolve_threshold,
 )
 from datamint_lightning.serving.settings import ModelSettings
@@ -42,14 +42,21 @@ class DatamintVolumeSegmentationModel(DatamintModel):
             self.settings = replace(self.settings, intensity=dict(self.spec["preprocessing"]))
         self.network = load_network(self.spec["network"], context.artifacts[WEIGHTS_ARTIFACT], library="monai")
 
+    def _check_sizes(self, inputs: list[Any], mode: str) -> None:
+        """Every volume's resampled grid within the limits, before the first one is segmented."""
+        from datamint_lightning.serving.volume_segmentation import check_resampling
+
+        for item in inputs:
+            volume = require_volume(item, mode)
+            check_resampling(volume.array.shape, volume.spacing, self.settings, volume.source)
+
     def _segment(self, item: Any, mode: str, batch_size: Any):
         from datamint_lightning.serving.volume_segmentation import segment_volume
 
         volume = require_volume(item, mode)
-        if batch_size is not None and int(batch_size) <= 0:
-            raise PredictionError(f"batch_size={batch_size} must be a positive integer.")
+        windows = resolve_batch_size(self.settings, batch_size, "sw_batch_size")
         return volume, segment_volume(
-            self.network, volume.array, volume.spacing, self.settings, self.inference_device, batch_size
+            self.network, volume.array, volume.spacing, self.settings, self.inference_device, windows
         )
 
     @prediction_mode(
@@ -62,6 +69,7 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         from datamint_lightning.serving.segmentation import mask_annotations, on_input_grid
 
         threshold = resolve_threshold(self.settings, confidence_threshold, threshold)
+        self._check_sizes(inputs, "volume")
         results = []
         for item in inputs:
             volume, (label_map, probs) = self._segment(item, "volume", batch_size)
@@ -82,6 +90,7 @@ class DatamintVolumeSegmentationModel(DatamintModel):
 
         threshold = resolve_threshold(self.settings, confidence_threshold, threshold)
         indices = [check_index(slice_index, require_volume(item, "slice"), 0) for item in inputs]
+        self._check_sizes(inputs, "slice")
         results = []
         for item, index in zip(inputs, indices):
             _, (label_map, probs) = self._segment(item, "slice", batch_size)

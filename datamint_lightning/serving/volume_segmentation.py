@@ -1,14 +1,20 @@
 """3D segmentation inference: intensity normalisation, resampling to the training spacing, and MONAI
-sliding-window inference over the whole volume (windows are batched ``sw_batch_size`` at a time)."""
+sliding-window inference over the whole volume (windows are batched ``sw_batch_size`` at a time).
+
+The resampled grid is bounded before any work (``check_resampling``): a client's ``spacing`` decides how many
+voxels a small volume becomes, so it is held to ``DATAMINT_MAX_RESAMPLE_FACTOR`` and ``DATAMINT_MAX_VOXELS``.
+"""
 
 from __future__ import annotations
 
+from math import prod
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from datamint_lightning.data.limits import check, check_time, check_voxels
 from datamint_lightning.errors import ConfigError
 from datamint_lightning.serving.settings import ModelSettings
 
@@ -35,6 +41,24 @@ def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: 
     return tuple(max(1, round(n * s / t)) for n, s, t in zip(shape, spacing, target))
 
 
+def check_resampling(
+    shape: tuple[int, ...], spacing: tuple[float, ...] | None, settings: ModelSettings, source: str
+) -> tuple[int, ...]:
+    """The grid a volume of ``shape`` at ``spacing`` is resampled to for the network, within the limits: at most
+    ``DATAMINT_MAX_RESAMPLE_FACTOR`` times its voxels and ``DATAMINT_MAX_VOXELS`` in all."""
+    if settings.spacing is None or spacing is None:
+        return tuple(shape)
+    target = resampled_shape(shape, spacing, settings.spacing)
+    before, after = prod(shape), prod(target)
+    what = (
+        f"{source}: resampling from spacing {list(spacing)} mm to the model's {list(settings.spacing)} mm "
+        f"({before:,} -> {after:,} voxels)"
+    )
+    check("DATAMINT_MAX_RESAMPLE_FACTOR", -(-after // max(before, 1)), f"{what}, the growth factor")
+    check_voxels(target, what)
+    return target
+
+
 @torch.inference_mode()
 def segment_volume(
     network: torch.nn.Module,
@@ -49,16 +73,20 @@ def segment_volume(
 
     if settings.input_size is None or len(settings.input_size) != 3:
         raise ConfigError(f"model_settings input_size={settings.input_size} must be the (D, H, W) window size.")
+    target = check_resampling(volume.shape, spacing, settings, "The volume")
     tensor = torch.from_numpy(normalize_intensity(volume, settings.intensity))[None, None].to(device)
-    if settings.spacing is not None and spacing is not None:
-        target = resampled_shape(volume.shape, spacing, settings.spacing)
-        if target != tuple(volume.shape):
-            tensor = F.interpolate(tensor, size=target, mode="trilinear", align_corners=False)
+    if target != tuple(volume.shape):
+        tensor = F.interpolate(tensor, size=target, mode="trilinear", align_corners=False)
+
+    def predictor(windows: torch.Tensor) -> torch.Tensor:
+        check_time("Sliding-window inference")  # a served request over its time budget stops here
+        return network(windows)
+
     logits = sliding_window_inference(
         tensor,
         roi_size=settings.input_size,
         sw_batch_size=int(sw_batch_size or settings.sw_batch_size),
-        predictor=network,
+        predictor=predictor,
         overlap=settings.overlap,
         mode="gaussian",
     )
