@@ -112,11 +112,38 @@ SUBCOMMANDS = {
 }
 
 
+OUTPUT_DIR_KEYS = ("hydra.run.dir", "hydra.sweep.dir")
+
+
+def check_output_dirs(overrides: list[str]) -> str | None:
+    """Why Hydra could not create the run folder an override names (an existing file, or a file on its way), or
+    None. Hydra creates it before any of this package's code runs and prints a traceback when it cannot."""
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or key not in OUTPUT_DIR_KEYS or "${" in value or not value:
+            continue
+        path = Path(value).expanduser()
+        try:
+            for candidate in (path, *path.parents):
+                if candidate.exists():
+                    if not candidate.is_dir():
+                        where = "is" if candidate == path else f"lies under {candidate}, which is"
+                        return f"{key}={value} {where} a file, not a folder; choose a folder for the run's outputs."
+                    break
+        except (OSError, ValueError) as error:  # a name too long, a NUL
+            return f"{key}={value[:200]} cannot be a folder ({getattr(error, 'strerror', None) or error})."
+    return None
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         import importlib
 
         raise SystemExit(importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:]))
+    problem = check_output_dirs(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     import hydra
 
     from datamint_lightning.cli_help import register_help_resolver

@@ -194,4 +194,15 @@ def main(argv: list[str]) -> int:
     except DatamintLightningError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.command != "import":
+            raise
+        # The import's staging folder is removed on the way out (ImportSession), and a store opened later sweeps
+        # one a second interrupt left: the store holds the whole project or none of it.
+        print(
+            f"error: import of {args.name!r} interrupted; nothing was added to the project store "
+            f"{store.root}. Run the same command again to import it.",
+            file=sys.stderr,
+        )
+        return 130
     return 0

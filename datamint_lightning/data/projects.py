@@ -26,6 +26,9 @@ from datamint_lightning.paths import home_dir
 PROJECT_FILE = "project.json"
 TASKS = ("segmentation", "classification", "multilabel_classification")
 STAGING_PREFIX = ".staging-"
+# A project's folder is named after it; file systems refuse names over 255 bytes, and MLflow experiment and
+# registered-model names are built from it too.
+MAX_NAME_LENGTH = 100
 # A staging folder whose process cannot be checked (another host, or a name without a pid) is left alone until
 # it is this old: no import of this package runs that long, and removing a live import's files would break it.
 STALE_STAGING_S = 24 * 3600
@@ -71,6 +74,8 @@ class Project:
 
 
 def slugify(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise DataError(f"Project name {name[:40]!r}... is {len(name)} characters long; use at most {MAX_NAME_LENGTH}.")
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     if not slug:
         raise DataError(f"Project name {name!r} must contain at least one letter or digit.")

@@ -6,6 +6,10 @@ appends a ``sent`` line after each one it sent, so a replay killed half way, or 
 (even on the ``*.replayed-*`` copy), sends only what was not sent yet. The file is only ever appended to: a
 crash can cut its last line, and an unreadable line is reported and skipped rather than stopping the replay.
 A ``terminate`` never moves a run's end back: it is skipped when the run already ended at that time or later.
+
+A journal belongs to one run (the id in its header) and is only ever replayed to that run. A run whose folder
+already holds another run's journal (a requeued job reusing ``hydra.run.dir``) journals beside it, to
+``mlflow_journal-<run id>.jsonl``, and leaves the other one as it is (``journal_path_for``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,29 @@ JOURNAL_NAME = "mlflow_journal.jsonl"
 SENT = "sent"  # the op of the line that marks record line ``line`` as sent
 
 
+def journal_owner(path: str | Path) -> str | None:
+    """The run id in the header of the journal at ``path``; None when there is none (or nothing readable)."""
+    try:
+        with Path(path).open() as stream:
+            first = stream.readline()
+        return str(json.loads(first)["run_id"]) if first.strip() else None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def journal_path_for(path: str | Path, run_id: str) -> Path:
+    """``path`` when it holds no journal or ``run_id``'s own; else ``<stem>-<run id>.jsonl`` beside it."""
+    path = Path(path)
+    owner = journal_owner(path) if path.is_file() else None
+    return path if owner in (None, run_id) else path.with_name(f"{path.stem}-{run_id}{path.suffix}")
+
+
+def journals_in(folder: str | Path) -> list[Path]:
+    """The journals in ``folder`` not yet fully replayed (``mlflow_journal*.jsonl``), oldest name first."""
+    stem, suffix = Path(JOURNAL_NAME).stem, Path(JOURNAL_NAME).suffix
+    return sorted(p for p in Path(folder).glob(f"{stem}*{suffix}") if ".replayed-" not in p.name and p.is_file())
+
+
 class OfflineJournal:
     """An append-only, thread-safe JSON-lines file of unsent records for one run."""
 
@@ -32,6 +59,12 @@ class OfflineJournal:
         from datamint_lightning.tracking.tracking_uri import redact
 
         self.path = Path(path)
+        owner = journal_owner(self.path) if self.path.is_file() else None
+        if owner not in (None, run_id):
+            raise TrackingError(
+                f"{self.path} is the offline journal of run {owner}, not of run {run_id}; a journal is replayed "
+                "only to its own run (see journal_path_for)."
+            )
         self.run_id = run_id
         self.tracking_uri = redact(tracking_uri)  # the journal is a plain file: never store a secret
         self._lock = threading.Lock()

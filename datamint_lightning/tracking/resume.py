@@ -1,4 +1,5 @@
-"""Resuming a run: find its last checkpoint (local, else downloaded from the run) and check it fits the task."""
+"""Resuming a run: find its last checkpoint (local, else downloaded from the run) and check it fits the task and
+the data: a run continues only on the project and split it trained on, so its inputs and lineage stay true."""
 
 from __future__ import annotations
 
@@ -46,6 +47,43 @@ def find_resume_point(tracking_uri: str, run_id: str, task: str, download_dir: s
         return ResumePoint(run_id, str(Path(folder) / Path(last).name), folder)
     Path(download_dir).mkdir(parents=True, exist_ok=True)
     return ResumePoint(run_id, client.download_artifacts(run_id, last, str(download_dir)), None)
+
+
+def check_same_data(
+    tracking_uri: str, run_id: str, project_id: str, project_name: str, datasets: dict[str, Any]
+) -> None:
+    """``ConfigError`` naming what differs when run ``run_id`` trained on another project or another split than
+    this configuration gives (``datasets``: context -> MLflow dataset, compared by name and content digest with
+    the run's logged inputs)."""
+    from mlflow import MlflowClient
+
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    tags = run.data.tags
+    differences = []
+    if tags.get(T.PROJECT_ID) and tags[T.PROJECT_ID] != project_id:
+        differences.append(
+            f"project {tags.get(T.PROJECT_NAME)!r} (id {tags[T.PROJECT_ID]}) is now {project_name!r} (id {project_id})"
+        )
+    logged = {}
+    for entry in run.inputs.dataset_inputs if run.inputs else []:
+        context = next((t.value for t in entry.tags if t.key == "mlflow.data.context"), None)
+        if context:
+            logged[context] = (entry.dataset.name, entry.dataset.digest)
+    if logged:  # runs that logged no inputs (written before lineage) are compared by project only
+        now = {context: (dataset.name, dataset.digest) for context, dataset in datasets.items()}
+        for context in sorted(set(logged) | set(now)):
+            if logged.get(context) != now.get(context):
+                was, is_now = logged.get(context), now.get(context)
+                differences.append(
+                    f"{context} split {'%s (digest %s)' % was if was else 'none'} is now "
+                    f"{'%s (digest %s)' % is_now if is_now else 'none'}"
+                )
+    if differences:
+        raise ConfigError(
+            f"Cannot resume run {run_id} on other data: {'; '.join(differences)}. A resumed run continues on the "
+            "project and split it trained on (its params data.project, data.split and data.seed); set them "
+            "back, or start a new run without resume=."
+        )
 
 
 def check_checkpoint(path: str, module, task: str, run_id: str | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from datamint_lightning.tracking.offline_journal import OfflineJournal, apply_record
+from datamint_lightning.tracking.offline_journal import OfflineJournal, apply_record, journal_path_for
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,10 @@ class RunRecorder:
     def __init__(self, tracking_uri: str, run_id: str, journal_path: str | Path, retry_interval: float = 30.0):
         self.tracking_uri = tracking_uri
         self.run_id = run_id
-        self.journal = OfflineJournal(journal_path, run_id, tracking_uri)
+        own = journal_path_for(journal_path, run_id)
+        if own != Path(journal_path):
+            _leave_alone(Path(journal_path), own)
+        self.journal = OfflineJournal(own, run_id, tracking_uri)
         self.retry_interval = retry_interval
         self.online = True
         self.failures: list[str] = []
@@ -136,3 +139,19 @@ class RunRecorder:
         """How many records wait in the journal."""
         self.flush()
         return len(self.journal)
+
+
+def _leave_alone(other: Path, own: Path) -> None:
+    """Say that ``other`` is another run's journal, kept for it, and how to send it."""
+    journal = OfflineJournal.open(other)
+    waiting = len(journal)
+    if waiting:
+        log.warning(
+            "%s holds %d unsent record(s) of another run (%s); they are left for that run: send them with "
+            "`python -m datamint_lightning tracking replay %s`. This run journals to %s if its store goes away.",
+            other,
+            waiting,
+            journal.run_id,
+            other,
+            own.name,
+        )

@@ -9,20 +9,34 @@ import sys
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from datamint_lightning.tracking.offline_journal import journals_in
+
+    target = Path(args.journal)
+    paths = journals_in(target) if target.is_dir() else [target]
+    if not paths:
+        print(f"error: No offline journal (mlflow_journal*.jsonl) waits in {target}.", file=sys.stderr)
+        return 2
+    return max(_replay_one(path, args.tracking_uri) for path in paths)
+
+
+def _replay_one(path, tracking_uri: str | None) -> int:
+    """Send one journal's unsent records to the run named in its header."""
     from mlflow import MlflowClient
 
     from datamint_lightning.tracking.offline_journal import OfflineJournal
     from datamint_lightning.tracking.tracking_uri import check_tracking_uri, redact
 
     try:
-        journal = OfflineJournal.open(args.journal)
+        journal = OfflineJournal.open(path)
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or journal.tracking_uri
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or journal.tracking_uri
     if "***" in uri:
         print(
-            "error: the journal's tracking URI is redacted (it held a secret); pass --tracking-uri or set "
+            f"error: the tracking URI of {path} is redacted (it held a secret); pass --tracking-uri or set "
             "MLFLOW_TRACKING_URI.",
             file=sys.stderr,
         )
@@ -68,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     replay = commands.add_parser("replay", help="send the records a training journaled while MLflow was away")
-    replay.add_argument("journal", help="an mlflow_journal.jsonl file or the run's output folder")
+    replay.add_argument(
+        "journal",
+        help="an mlflow_journal*.jsonl file, or a run's output folder (every journal in it, each to its own run)",
+    )
     replay.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else the URI in the journal")
     replay.set_defaults(handler=_replay)
     show = commands.add_parser("show", help="print the tracking URI and the active project")

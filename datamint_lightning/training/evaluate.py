@@ -55,24 +55,32 @@ class Evaluation:
 
 
 def describe_model(uri: str, store_uri: str, workdir: str | Path) -> ModelUnderTest:
-    """Fetch the model from the store into ``workdir`` and read its MLmodel; ``ConfigError`` when the URI does not
-    resolve or is not a Datamint model. Explicit URIs throughout: nothing changes MLflow's global tracking URI."""
+    """Read the model's MLmodel and check it is a Datamint model, then fetch the model into ``workdir`` (a model
+    folder on this machine is read where it is). Only the MLmodel file is fetched before that check, so a URI
+    naming anything but a model (``file:///etc``) copies nothing. ``ConfigError`` when the URI does not resolve
+    to a Datamint model. Explicit URIs throughout: nothing changes MLflow's global tracking URI."""
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
     try:
-        local = Path(uri) if Path(uri).is_dir() else _fetch(uri, store_uri, workdir)
-        mlmodel = Model.load(str(local))
+        local = _local_model(uri)
+        location = None if local is not None else _location(uri, store_uri)
+        mlmodel = Model.load(str(local or _download(f"{location.rstrip('/')}/MLmodel", store_uri, workdir)))
     except (MlflowException, OSError) as error:
-        reason = str(error).splitlines()[0][:300]
+        reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
         raise ConfigError(
             f"model={uri!r} does not resolve: {reason}. Use models:/<name>/<version>, "
-            "models:/<name>@champion, models:/m-<id> or runs:/<run id>/<path> (and run where the "
+            "models:/<name>@champion, models:/m-<id>, runs:/<run id>/<path> or a model folder (and run where the "
             "MLflow store is, or set MLFLOW_TRACKING_URI)."
         ) from None
     flavor = mlmodel.flavors.get("datamint")
     if not flavor:
         raise ConfigError(f"model={uri!r} is not a Datamint model (its MLmodel has no 'datamint' flavor).")
+    if local is None:
+        try:
+            local = _download(location, store_uri, workdir)
+        except (MlflowException, OSError) as error:
+            raise ConfigError(f"model={uri!r}: cannot download it: {str(error).splitlines()[0][:300]}") from None
     labels = [spec["identifier"] for spec in flavor.get("annotation_specs") or []]
     return ModelUnderTest(
         uri,
@@ -84,22 +92,44 @@ def describe_model(uri: str, store_uri: str, workdir: str | Path) -> ModelUnderT
     )
 
 
-def _fetch(uri: str, store_uri: str, workdir: str | Path) -> Path:
-    """Download a model by URI. ``models:/`` and ``runs:/`` URIs are resolved with a client of ``store_uri`` first:
+def _local_model(uri: str) -> Path | None:
+    """The model folder a local path or ``file:`` URI names (it must hold an MLmodel file); None for other URIs."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import is_local_uri
+
+    if "://" in uri and not uri.startswith("file:"):
+        return None
+    if uri.startswith("file:"):
+        path = Path(local_file_uri_to_path(uri))
+    elif Path(uri).exists() or is_local_uri(uri):
+        path = Path(uri)
+    else:
+        return None
+    if not (path / "MLmodel").is_file():
+        raise OSError(f"{path} is not an MLflow model folder (it has no MLmodel file)")
+    return path
+
+
+def _location(uri: str, store_uri: str) -> str:
+    """Where a model URI's files are. ``models:/`` and ``runs:/`` URIs are resolved with a client of ``store_uri``:
     MLflow's own resolution reads the global tracking/registry URI whatever ``download_artifacts`` is given."""
     from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
     from mlflow.store.artifact.utils.models import get_model_name_and_version
 
     client = MlflowClient(store_uri, registry_uri=store_uri)
-    location = uri
     if uri.startswith("models:/m-") and "/" not in uri[len("models:/") :]:  # a LoggedModel by id
-        location = client.get_logged_model(uri[len("models:/") :]).artifact_location
-    elif uri.startswith("models:/"):
-        location = client.get_model_version_download_uri(*get_model_name_and_version(client, uri))
-    elif uri.startswith("runs:/"):  # likewise: MLflow would open the default store to find the run
+        return client.get_logged_model(uri[len("models:/") :]).artifact_location
+    if uri.startswith("models:/"):
+        return client.get_model_version_download_uri(*get_model_name_and_version(client, uri))
+    if uri.startswith("runs:/"):  # likewise: MLflow would open the default store to find the run
         run_id, _, path = uri[len("runs:/") :].partition("/")
-        location = f"{client.get_run(run_id).info.artifact_uri}/{path}"
+        return f"{client.get_run(run_id).info.artifact_uri}/{path}"
+    return uri
+
+
+def _download(location: str, store_uri: str, workdir: str | Path) -> Path:
+    from mlflow.artifacts import download_artifacts
+
     destination = Path(workdir) / str(len(list(Path(workdir).iterdir())))
     return Path(download_artifacts(artifact_uri=location, dst_path=str(destination), tracking_uri=store_uri))
 

@@ -134,7 +134,7 @@ def resume_into(plan, task, module, target: str) -> None:
     import torch
     from omegaconf import open_dict
 
-    from datamint_lightning.tracking.resume import check_checkpoint, find_resume_point
+    from datamint_lightning.tracking.resume import check_checkpoint, check_same_data, find_resume_point
     from datamint_lightning.tracking.tracking_uri import split_credentials
 
     name = type(task).__name__
@@ -154,6 +154,7 @@ def resume_into(plan, task, module, target: str) -> None:
         point = find_resume_point(uri, target, name, download_dir)
         check_checkpoint(point.checkpoint_path, module, name, target)
         run_id, checkpoint, folder = target, point.checkpoint_path, point.checkpoint_dir
+    check_same_data(uri, run_id, plan.project_id, plan.project_name, plan.datasets() if plan.datasets else {})
     plan.resume_run_id, plan.resume_checkpoint = run_id, checkpoint
     plan.resume_step = int(
         torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0)

@@ -53,6 +53,21 @@ def parse_labels(description: dict[str, Any], path: Path) -> dict[str, int]:
     return labels
 
 
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+
+
+def file_ending(description: dict[str, Any], path: Path) -> str:
+    """``file_ending`` of ``dataset.json``: a NIfTI suffix and nothing else (it is joined to case names, so a
+    separator or ``..`` in it would name files outside the dataset folder)."""
+    ending = description.get("file_ending", ".nii.gz")
+    if not isinstance(ending, str) or ending.lower() not in NIFTI_ENDINGS:
+        raise DataError(
+            f"{path}: file_ending {str(ending)[:80]!r} is not one of {list(NIFTI_ENDINGS)}; this importer reads "
+            "NIfTI cases named <case>[_<channel>]<file_ending> in imagesTr/ and labelsTr/."
+        )
+    return ending
+
+
 def _channel_name(description: dict[str, Any], channel: int) -> str:
     names = description.get("channel_names") or description.get("modality") or {}
     return str(names.get(str(channel), names.get(channel, "OT"))) if isinstance(names, dict) else "OT"
@@ -91,7 +106,7 @@ def import_msd(
     root = Path(src)
     description = read_dataset_json(root)
     labels = parse_labels(description, root / "dataset.json")
-    ending = str(description.get("file_ending", ".nii.gz"))
+    ending = file_ending(description, root / "dataset.json")
     images, label_dir = root / "imagesTr", root / "labelsTr"
     for folder in (images, label_dir):
         if not folder.is_dir():

@@ -1,7 +1,8 @@
 """NRRD volumes with label volumes: ``<case>.nrrd`` next to ``<case>.seg.nrrd`` / ``<case>-label.nrrd``
 (3D Slicer's conventions), or ``images/<case>.nrrd`` with ``labels/<case>.nrrd``.
 
-Label names come from ``--labels``, else from Slicer segment metadata, else ``label_<value>``.
+Label names come from ``--labels``, else from Slicer segment metadata, else ``label_<value>``. A header that keeps
+its data in another file (``data file:``) is followed only to a file inside the source folder, links resolved.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from datamint_lightning.data.importers.patients import PatientIds
 from datamint_lightning.data.importers.session import ImportSession
 from datamint_lightning.data.projects import Project, ProjectStore
-from datamint_lightning.data.readers import read_nrrd, sha256_file
+from datamint_lightning.data.readers import nrrd_header, read_nrrd, sha256_file
 from datamint_lightning.errors import DataError
 
 LABEL_TAGS = (".seg", "-label", "_label", "-seg", "_seg", "_mask", "-mask")
@@ -44,16 +45,11 @@ def find_pairs(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     return images, labels
 
 
-def _declared_labels(label_files: list[Path]) -> dict[str, int]:
+def _declared_labels(label_files: list[Path], root: Path) -> dict[str, int]:
     """Slicer segment names, or ``label_<value>`` for every value found."""
-    import nrrd
-
     segments: dict[str, int] = {}
     for path in label_files:
-        try:
-            header = nrrd.read_header(str(path))
-        except Exception as error:
-            raise DataError(f"Cannot read NRRD header of {path}: {error}") from error
+        header = nrrd_header(path)
         for key, value in header.items():
             if key.startswith("Segment") and key.endswith("_Name"):
                 number = key[len("Segment") : -len("_Name")]
@@ -67,7 +63,7 @@ def _declared_labels(label_files: list[Path]) -> dict[str, int]:
         return segments
     values: set[int] = set()
     for path in label_files:
-        volume, _, _ = read_nrrd(path)
+        volume, _, _ = read_nrrd(path, data_root=root)
         values |= {int(v) for v in np.unique(volume) if v != 0}
     return {f"label_{v}": v for v in sorted(values)}
 
@@ -88,7 +84,7 @@ def import_nrrd(
     if not root.is_dir():
         raise DataError(f"{root} is not a folder.")
     images, label_files = find_pairs(root)
-    labels = labels or _declared_labels(list(label_files.values()))
+    labels = labels or _declared_labels(list(label_files.values()), root)
     if not labels:
         raise DataError(f"No labels found in the label volumes under {root}; pass --labels name=value,...")
     patients = patients or PatientIds()
@@ -97,11 +93,11 @@ def import_nrrd(
     ) as session:
         for case, path in images.items():
             with session.item(str(path)):
-                image, spacing, metadata = read_nrrd(path)
+                image, spacing, metadata = read_nrrd(path, data_root=root)
                 label = None
                 label_path = label_files.get(case)
                 if label_path is not None:
-                    label, _, label_meta = read_nrrd(label_path)
+                    label, _, label_meta = read_nrrd(label_path, data_root=root)
                     if label.shape == image.shape and not np.allclose(
                         metadata["original_affine_ras"], label_meta["original_affine_ras"], rtol=1e-3, atol=1e-2
                     ):
