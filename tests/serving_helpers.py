@@ -29,6 +29,49 @@ def free_port() -> int:
 def serve_model(model_uri: str, tracking_uri: str, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """``mlflow models serve -m <model_uri> --env-manager local`` with one worker (``env``: variables to add);
     yields its base URL."""
+    with served_model(model_uri, tracking_uri, log_path, env) as served:
+        yield served.url
+
+
+class ServedModel:
+    """A running ``mlflow models serve``: its URL and its process (the head of its own process group)."""
+
+    def __init__(self, url: str, process: subprocess.Popen):
+        self.url, self.process = url, process
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server and its children (the uvicorn worker)."""
+        import psutil
+
+        head = psutil.Process(self.process.pid)
+        total = 0.0
+        for process in [head, *head.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and its children."""
+        import psutil
+
+        head = psutil.Process(self.process.pid)
+        total = 0
+        for process in [head, *head.children(recursive=True)]:
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return total
+
+
+@contextlib.contextmanager
+def served_model(
+    model_uri: str, tracking_uri: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[ServedModel]:
+    """``serve_model``, yielding the ``ServedModel`` (URL and process)."""
     port = free_port()
     # The venv's bin/ must be on PATH: the scoring server is started through ``uvicorn``.
     env = {
@@ -75,7 +118,7 @@ def serve_model(model_uri: str, tracking_uri: str, log_path: Path, env: dict[str
             if time.monotonic() > deadline:
                 pytest.fail(f"mlflow models serve did not answer /ping within {START_TIMEOUT_S} s")
             time.sleep(0.5)
-        yield url
+        yield ServedModel(url, process)
     finally:
         os.killpg(process.pid, signal.SIGTERM)  # the server's own process group (uvicorn workers included)
         try:

@@ -8,7 +8,8 @@ that never carry the request back):
   ``RecursionError``, which nothing in MLflow catches: the client gets 500 "Internal Server Error";
 - a body that is not JSON is answered 400 with the whole body quoted after "Input:";
 - an ``MlflowException`` raised in ``predict``, MLflow's own param check included (a string sent as
-  ``batch_size``), is rewritten to "Failed to predict data '<the whole request>'": megabytes of echo.
+  ``batch_size``), is rewritten to "Failed to predict data '<the whole request>'": megabytes of echo; and that
+  param check itself answers 500 (``INTERNAL_ERROR``) for a client's wrong value.
 
 ``install`` wraps ``mlflow.pyfunc.scoring_server.invocations`` (the ``/invocations`` route looks it up at every
 request, after the model is loaded) so that these become 400s naming the problem, quoting at most a short
@@ -24,7 +25,7 @@ import sys
 from typing import Any
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
 from datamint_lightning.serving.request_error import _FirstMessage
 
@@ -54,11 +55,13 @@ def short_message(message: str) -> str:
     return f"{message[: SHORT_MESSAGE_CHARACTERS - 40]}... (message cut: it quoted the request)"
 
 
-def cleaned(error: MlflowException) -> MlflowException:
-    """``error`` if it is already this package's (short, fixed); else a short copy with the same status."""
+def cleaned(error: MlflowException, client_error: bool = False) -> MlflowException:
+    """``error`` if it is already this package's (short, fixed); else a short copy with the same status, or with
+    400 when it is known to be about the client's request (``client_error``)."""
     if isinstance(error, _FirstMessage):
         return error
-    return CleanRequestError(short_message(error.message), error.error_code)
+    code = INVALID_PARAMETER_VALUE if client_error else ErrorCode.Value(error.error_code)  # stored by name
+    return CleanRequestError(short_message(error.message), code)
 
 
 class GuardedModel:
@@ -74,8 +77,8 @@ class GuardedModel:
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         try:
             return self._model.predict(data, params=params)
-        except MlflowException as error:
-            raise cleaned(error) from None
+        except MlflowException as error:  # not ours (ours are already clean): MLflow's checks of the request
+            raise cleaned(error, client_error=True) from None
         except RecursionError:
             raise CleanRequestError(DEEP_JSON) from None
         except Exception:  # MLflow's input conversion failed on the client's data (ours never raises this far)
