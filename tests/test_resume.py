@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,3 +183,45 @@ def test_interrupt_marks_the_run_killed(tiny_demo, tmp_path):
         process.kill()
     assert process.returncode != 0
     assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+
+@pytest.fixture(scope="module")
+def other_project(tiny_demo):
+    """A second project with the demo's images under another name and id (a re-import elsewhere)."""
+    import shutil
+    import uuid
+
+    from datamint_lightning.data.projects import PROJECT_FILE, ProjectStore
+
+    store = ProjectStore()
+    root = store.root / "other-liver"
+    if not root.exists():
+        shutil.copytree(tiny_demo.root, root, ignore=shutil.ignore_patterns("splits"))
+        header = json.loads((root / PROJECT_FILE).read_text())
+        header.update(name="Other Liver", id=str(uuid.uuid4()))
+        (root / PROJECT_FILE).write_text(json.dumps(header))
+    return store.open("Other Liver")
+
+
+@pytest.mark.parametrize(
+    "override, difference",
+    [
+        ("data.project=Other Liver", "project 'Liver CT Demo'"),
+        ("seed=7", "train split Liver CT Demo/train (digest"),
+    ],
+)
+def test_resume_on_other_data_is_refused_before_anything_runs(
+    killed_run, other_project, tmp_path, override, difference
+):
+    from datamint_lightning import UNetPPTrainer
+
+    run_id, _, _ = killed_run
+    client = _client()
+    before = client.get_run(run_id)
+    trainer = UNetPPTrainer(overrides=[*TINY_OVERRIDES, override, f"paths.output_dir={tmp_path}"], resume_from=run_id)
+    with pytest.raises(ConfigError, match=f"Cannot resume run {run_id} on other data: .*{re.escape(difference)}"):
+        trainer.fit()
+    after = client.get_run(run_id)
+    assert after.data.tags == before.data.tags and after.data.params == before.data.params
+    assert after.info.status == before.info.status and after.data.metrics == before.data.metrics
+    assert not (tmp_path / "checkpoints").exists()
