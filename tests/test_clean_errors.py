@@ -22,7 +22,8 @@ def class_folders(folder: Path, per_class: int = 3) -> Path:
     for index, name in enumerate(("cat", "dog")):
         (folder / name).mkdir(parents=True, exist_ok=True)
         for number in range(per_class):
-            Image.fromarray(np.full((32, 32), 40 * index + number, np.uint8)).save(folder / name / f"{number}.png")
+            pixels = np.full((32, 32), (40 * index + number) % 256, np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{number}.png")
     return folder
 
 
@@ -45,7 +46,7 @@ def test_a_300_character_project_name_is_one_message(tmp_path):
         env={"DATAMINT_LIGHTNING_HOME": str(home)},
     )
     _clean(result, "is 300 characters long; use at most 100")
-    assert not list((home / "projects").glob("*")) if (home / "projects").exists() else True
+    assert not (home / "projects").exists() or not list((home / "projects").iterdir())
 
 
 def test_evaluate_reads_only_model_uris_and_leaves_no_temp_folder(tmp_path):
@@ -74,9 +75,9 @@ def test_a_run_folder_that_is_a_file_is_one_message(tmp_path):
 def test_ctrl_c_during_an_import_is_one_message_and_leaves_nothing(tmp_path):
     source = class_folders(tmp_path / "src", per_class=600)
     store = tmp_path / "home" / "projects"
+    command = ["projects", "import", "class-folders", str(source), "--name", "Interrupted"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "datamint_lightning", "projects", "import", "class-folders", str(source)]
-        + ["--name", "Interrupted"],
+        [sys.executable, "-m", "datamint_lightning", *command],
         cwd=tmp_path,
         env={**os.environ, "DATAMINT_LIGHTNING_HOME": str(tmp_path / "home")},
         stdout=subprocess.PIPE,
