@@ -121,3 +121,21 @@ def test_imported_msd_project_trains_with_liver_seg_recipe(tmp_path):
     shown = run("projects", "show", "MSD Liver", "--json")
     splits = json.loads(shown.stdout)["splits"]
     assert splits and sum(c["patients"] for c in next(iter(splits.values())).values()) == 5
+
+
+@pytest.mark.parametrize("ending", ["/../../outside/secret.nii.gz", "../x.nii.gz", ".nii.gz/../../a", ".mha", 3])
+def test_a_file_ending_that_walks_out_of_the_dataset_is_refused(tmp_path, ending):
+    """dataset.json is the downloaded file: its file_ending is joined to case names and must stay a suffix."""
+    import shutil
+
+    from datamint_lightning.data.importers.msd import import_msd
+
+    src = write_msd(tmp_path / "Task03_Liver", cases=1)
+    (tmp_path / "outside").mkdir()
+    shutil.copy(src / "imagesTr" / "liver_0_0000.nii.gz", tmp_path / "outside" / "secret.nii.gz")
+    description = json.loads((src / "dataset.json").read_text())
+    (src / "dataset.json").write_text(json.dumps({**description, "file_ending": ending}))
+    store = ProjectStore(tmp_path / "store")
+    with pytest.raises(DataError, match=r"file_ending .* is not one of"):
+        import_msd(src, "Escaped", store=store)
+    assert store.list_projects() == []
