@@ -200,3 +200,18 @@ def tracking_store(folder: Path) -> Iterator[str]:
 
 def post(url: str, inputs, **params) -> requests.Response:
     return requests.post(f"{url}/invocations", json={"inputs": inputs, "params": params}, timeout=60)
+
+
+def volume_item(shape, spacing, seed: int = 0) -> dict:
+    """A random int16 (Z, H, W) volume as the REST ``array_b64`` item, with its spacing."""
+    import base64
+
+    import numpy as np
+
+    data = np.random.default_rng(seed).integers(-100, 300, shape).astype("<i2")
+    return {
+        "array_b64": base64.b64encode(data.tobytes()).decode(),
+        "dtype": "int16",
+        "shape": list(shape),
+        "spacing": list(spacing),
+    }

@@ -4,12 +4,10 @@ time budget is stopped, not left computing after its answer (issue 18)."""
 
 from __future__ import annotations
 
-import base64
 import time
 
-import numpy as np
 import pytest
-from serving_helpers import post, served_model
+from serving_helpers import post, served_model, volume_item
 from test_serving_rest_volume import MODEL_NAME, registry  # noqa: F401 (the packaged 3D model, as a fixture)
 
 BUDGET_S = 3
@@ -22,16 +20,6 @@ def server(registry):  # noqa: F811
         f"models:/{MODEL_NAME}@champion", registry["uri"], registry["folder"] / "limits.log", env
     ) as served:
         yield served
-
-
-def volume_item(shape, spacing) -> dict:
-    data = np.random.default_rng(0).integers(-100, 300, shape).astype("<i2")
-    return {
-        "array_b64": base64.b64encode(data.tobytes()).decode(),
-        "dtype": "int16",
-        "shape": list(shape),
-        "spacing": list(spacing),
-    }
 
 
 def _refused(response, status: int, *names: str) -> str:
