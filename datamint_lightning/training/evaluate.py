@@ -13,12 +13,12 @@ import math
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datamint_lightning.errors import ConfigError
+from datamint_lightning.packaging.model_source import ModelUnderTest, describe_model
 
 log = logging.getLogger("datamint_lightning")
 
@@ -34,74 +34,12 @@ CASES_TABLE = "evaluation/cases.json"
 
 
 @dataclass
-class ModelUnderTest:
-    """What the model's MLmodel says: enough to check it against a project before loading any weights."""
-
-    uri: str
-    model_id: str | None
-    task_type: str
-    labels: list[str]
-    supported_modes: list[str]
-    local_path: str  # the model's folder on this machine
-
-
-@dataclass
 class Evaluation:
     model: ModelUnderTest
     cases: list[dict[str, Any]]  # one row per case (and label, for segmentation)
     summary: dict[str, float]  # eval/<metric> -> value
     run_id: str | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def describe_model(uri: str, store_uri: str, workdir: str | Path) -> ModelUnderTest:
-    """Fetch the model from the store into ``workdir`` and read its MLmodel; ``ConfigError`` when the URI does not
-    resolve or is not a Datamint model. Explicit URIs throughout: nothing changes MLflow's global tracking URI."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
-    try:
-        local = Path(uri) if Path(uri).is_dir() else _fetch(uri, store_uri, workdir)
-        mlmodel = Model.load(str(local))
-    except (MlflowException, OSError) as error:
-        reason = str(error).splitlines()[0][:300]
-        raise ConfigError(
-            f"model={uri!r} does not resolve: {reason}. Use models:/<name>/<version>, "
-            "models:/<name>@champion, models:/m-<id> or runs:/<run id>/<path> (and run where the "
-            "MLflow store is, or set MLFLOW_TRACKING_URI)."
-        ) from None
-    flavor = mlmodel.flavors.get("datamint")
-    if not flavor:
-        raise ConfigError(f"model={uri!r} is not a Datamint model (its MLmodel has no 'datamint' flavor).")
-    labels = [spec["identifier"] for spec in flavor.get("annotation_specs") or []]
-    return ModelUnderTest(
-        uri,
-        getattr(mlmodel, "model_id", None),
-        flavor.get("task_type", ""),
-        labels,
-        list(flavor.get("supported_modes") or []),
-        str(local),
-    )
-
-
-def _fetch(uri: str, store_uri: str, workdir: str | Path) -> Path:
-    """Download a model by URI. ``models:/`` and ``runs:/`` URIs are resolved with a client of ``store_uri`` first:
-    MLflow's own resolution reads the global tracking/registry URI whatever ``download_artifacts`` is given."""
-    from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-    client = MlflowClient(store_uri, registry_uri=store_uri)
-    location = uri
-    if uri.startswith("models:/m-") and "/" not in uri[len("models:/") :]:  # a LoggedModel by id
-        location = client.get_logged_model(uri[len("models:/") :]).artifact_location
-    elif uri.startswith("models:/"):
-        location = client.get_model_version_download_uri(*get_model_name_and_version(client, uri))
-    elif uri.startswith("runs:/"):  # likewise: MLflow would open the default store to find the run
-        run_id, _, path = uri[len("runs:/") :].partition("/")
-        location = f"{client.get_run(run_id).info.artifact_uri}/{path}"
-    destination = Path(workdir) / str(len(list(Path(workdir).iterdir())))
-    return Path(download_artifacts(artifact_uri=location, dst_path=str(destination), tracking_uri=store_uri))
 
 
 def check_compatible(model: ModelUnderTest, project) -> None:
