@@ -52,13 +52,10 @@ def network_description(module: Any, where: str) -> dict[str, Any]:
     from datamint_lightning.networks import build_network
 
     config = getattr(module, "datamint_network", None)
-    if not isinstance(config, dict):
-        raise PackagingError(
-            f"{where} is a {type(module).__name__} that datamint_lightning.networks cannot "
-            f"describe, so it cannot be saved as config + weights (never as a pickle). Build it "
-            f"with datamint_lightning.networks.build_network(config), or log it with "
-            f"mlflow.pytorch.log_model and pass its URI in mlflow_torch_models_uri."
-        )
+    if not isinstance(config, dict):  # the user's own class: import path + constructor arguments
+        from datamint_lightning.networks.python_modules import describe_module
+
+        return describe_module(module, where)
     config = {**config, **({"encoder_weights": None} if "encoder_weights" in config else {})}
     with torch.device("meta"):
         rebuilt = build_network(config)
