@@ -239,6 +239,11 @@ def export_model(
 
     if fmt not in FORMATS:
         raise ConfigError(f"export: format={fmt!r} is not one of {', '.join(FORMATS)}.")
+    if fmt == "onnx":
+        from importlib.util import find_spec
+
+        if find_spec("onnx") is None or find_spec("onnxruntime") is None:
+            raise ConfigError("export format=onnx needs onnx and onnxruntime: pip install 'datamint-lightning[export]'")
     output = Path(output).resolve()
     if output.is_dir():
         raise ConfigError(f"export: output={output} is a folder; name the file to write (e.g. model{FORMATS[fmt]}).")
