@@ -45,7 +45,7 @@ def write_summary(folder: Path, rows: list[CaseRow]) -> Path:
 def format_table(rows: list[CaseRow], width: int = 60) -> str:
     """The summary as aligned text (long cells shortened in the middle)."""
     header = ["input", "output", "shape", "seconds", "status", "detail"]
-    cells = [[_fit(str(v), width) for v in asdict(r).values()] for r in rows]
+    cells = [[_fit(str(v), width) for v in list(asdict(r).values())[:-1]] + [r.detail] for r in rows]  # detail whole
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]

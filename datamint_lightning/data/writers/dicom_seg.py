@@ -31,7 +31,7 @@ class Algorithm:
 
     @property
     def description(self) -> str:
-        return f"AI {self.name} v{self.version}"[:64]
+        return (f"AI {self.name}" + (f" v{self.version}" if self.version not in ("", "local") else ""))[:64]
 
 
 def _camel(name: str) -> str:
