@@ -73,10 +73,8 @@ def init_arguments(module: Any, where: str) -> dict[str, Any]:
 
 
 def describe_module(module: Any, where: str) -> dict[str, Any]:
-    """The config that rebuilds ``module``: ``{"library": "python", "class": "pkg.mod:Class", "init_args": {...}}``,
-    checked by building it (on the meta device) and comparing parameter names and shapes."""
-    import torch
-
+    """The config that rebuilds ``module``: ``{"library": "python", "class": "pkg.mod:Class", "init_args": {...}}``
+    (``serving.saved_state.network_description`` checks it by rebuilding the module)."""
     cls = type(module)
     if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
         place = "in __main__" if cls.__module__ == "__main__" else "in a function"
@@ -84,21 +82,14 @@ def describe_module(module: Any, where: str) -> dict[str, Any]:
             f"{where} is a {cls.__qualname__} defined {place}; a loaded package could not import it. Move the "
             "class to a module file and import it from there."
         )
-    config = {"library": LIBRARY, "class": import_path(cls), "init_args": init_arguments(module, where)}
-    try:
-        with torch.device("meta"):
-            rebuilt = build_python_module(config)
-    except Exception as error:
-        raise PackagingError(f"{where}: {cls.__name__}(**{config['init_args']}) fails: {error}") from error
-    expected = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
-    actual = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    if expected != actual:
-        different = sorted(set(expected.items()) ^ set(actual.items()))[:3]
-        raise PackagingError(
-            f"{where}: {cls.__name__}(**{config['init_args']}) does not rebuild the module (parameters differ, e.g. "
-            f"{different}); set {INIT_ARGS_ATTRIBUTE} to the arguments it was built with."
-        )
-    return config
+    return {"library": LIBRARY, "class": import_path(cls), "init_args": init_arguments(module, where)}
+
+
+def mismatch_hint(config: dict[str, Any]) -> str:
+    """What to do when ``config`` does not rebuild the module it describes."""
+    name = str(config["class"]).rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+    arguments = config["init_args"]
+    return f"{name}(**{arguments}) does not rebuild it; set {INIT_ARGS_ATTRIBUTE} to the arguments it was built with"
 
 
 def build_python_module(config: dict[str, Any]):
