@@ -77,12 +77,13 @@ def write_dicom_series(folder: Path, volume_zyx: np.ndarray, spacing) -> None:
 
 
 def prepare(work: Path, cases: int) -> dict[str, Path]:
-    from model_factories import save_tiny_classification_model, save_tiny_segmentation_model, save_tiny_volume_model
+    from model_factories import save_tiny_classification_model, save_tiny_segmentation_model
     from PIL import Image
 
     from datamint_lightning.data.phantom import make_phantom
     from datamint_lightning.data.preprocessing import Preprocessing
     from datamint_lightning.data.volumes import nifti_bytes
+    from datamint_lightning.packaging.volume_segmentation import save_volume_segmentation
 
     if work.exists():
         shutil.rmtree(work)
@@ -102,8 +103,8 @@ def prepare(work: Path, cases: int) -> dict[str, Path]:
     from model_factories import tiny_3d_network
 
     torch.manual_seed(0)
-    save_tiny_volume_model(
-        work / "liver_seg_3d", network=tiny_3d_network(config=UNET3D_CPU), model_settings=SETTINGS_3D
+    save_volume_segmentation(
+        work / "liver_seg_3d", tiny_3d_network(config=UNET3D_CPU), UNET3D_CPU, ["liver"], SETTINGS_3D
     )
     save_tiny_classification_model(work / "brain_tumor_cls", labels=("no", "yes"), image_size=96)
     return {

@@ -66,28 +66,24 @@ def test_bad_export_commands(models, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_log_attaches_the_export_to_the_registered_version(tmp_path, monkeypatch):
+def test_log_attaches_the_export_to_the_registered_version(tmp_path):
     from mlflow import MlflowClient
     from model_factories import TINY_CLASSIFIER, tiny_classifier
+    from serving_helpers import tracking_store
 
     from datamint_lightning.data.preprocessing import Preprocessing
     from datamint_lightning.packaging.classification import log_classification
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("export"))
-    labels = ["normal", "tumour"]
-    log_classification(
-        tiny_classifier(2).eval(),
-        TINY_CLASSIFIER,
-        labels,
-        Preprocessing(image_size=32),
-        run.info.run_id,
-        registered_model_name="Export Test",
-    )
-    report = export_model("models:/Export Test/1", "onnx", tmp_path / "cls.onnx", log=True)
-    version = client.get_model_version("Export Test", "1")
+    with tracking_store(tmp_path) as uri:
+        client = MlflowClient(uri)
+        run = client.create_run(client.create_experiment("export"))
+        labels = ["normal", "tumour"]
+        network = tiny_classifier(2).eval()
+        log_classification(
+            network, TINY_CLASSIFIER, labels, Preprocessing(image_size=32), run.info.run_id, registered_model_name="E"
+        )
+        report = export_model("models:/E/1", "onnx", tmp_path / "cls.onnx", log=True)
+        version = client.get_model_version("E", "1")
     assert version.tags["datamint.export.onnx"] == report.logged
     if version.model_id:  # the version's LoggedModel holds the export beside the package
         assert report.logged == f"models:/{version.model_id}/exports/onnx"
