@@ -72,7 +72,10 @@ def client(location: DicomwebLocation):
         session.headers["Authorization"] = f"Bearer {token}"
     elif os.environ.get(USERNAME_ENV):
         session.auth = (os.environ[USERNAME_ENV], os.environ.get(PASSWORD_ENV, ""))
-    return DICOMwebClient(location.url, session=session, timeout=TIMEOUT_S)
+    api = DICOMwebClient(location.url, session=session, timeout=TIMEOUT_S)
+    # a few quick retries for a busy server (429/503/...), not the library's five with seconds of back-off each
+    api.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=200)
+    return api
 
 
 def _call(location: DicomwebLocation, what: str, function: Callable[[], Any]) -> Any:
