@@ -202,3 +202,27 @@ def test_commands_that_cannot_run_fail_before_anything_is_written(workspace, tmp
         predict(PredictOptions(**values, report=str(tmp_path / "report")))
     assert "secret" not in str(error.value)
     assert not (tmp_path / "out").exists() and not (tmp_path / "report").exists()
+
+
+def test_an_rtstruct_with_contours_longer_than_64_kib_reads_back(tmp_path):
+    """A ragged mask gives ContourData beyond explicit VR's 64 KiB limit: it must still read back exactly."""
+    import pydicom
+    from test_import_dicom import write_series
+
+    from datamint_lightning.data.importers.dicom_annotations import rasterise
+    from datamint_lightning.data.readers import load_dicom_series, read_dicom
+    from datamint_lightning.data.writers.dicom_seg import Algorithm, dataset_bytes
+    from datamint_lightning.data.writers.rtstruct import rtstruct
+
+    write_series(tmp_path / "ct", slices=2)
+    series = load_dicom_series(sorted((tmp_path / "ct").iterdir()))
+    sources = [read_dicom(p, headers_only=True) for p in series.files]
+    mask = np.zeros(series.array.shape, np.uint8)
+    mask[0, 4:124, 4:7] = 1  # a comb: one region whose outline is ~10,000 points long
+    mask[0, 4:124:3, 4:124] = 1
+    (tmp_path / "rt.dcm").write_bytes(dataset_bytes(rtstruct(series, sources, {"lesion": mask}, Algorithm("m", "1"))))
+    dataset = pydicom.dcmread(tmp_path / "rt.dcm")
+    assert max(len(c.ContourData) for c in dataset.ROIContourSequence[0].ContourSequence) * 9 > 65535
+    painted = np.zeros(series.array.shape, np.int32)
+    rasterise(dataset, tmp_path / "rt.dcm", series, {"lesion": 1}, painted)
+    np.testing.assert_array_equal(painted == 1, mask.astype(bool))

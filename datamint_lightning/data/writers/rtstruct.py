@@ -65,7 +65,7 @@ def rtstruct(series: DicomSeries, sources: Sequence, masks: dict[str, np.ndarray
     """An RTSTRUCT dataset. ``series``: the source series (its geometry); ``sources``: its datasets (headers
     suffice) in slice order; ``masks``: label name -> (slice, row, column) binary mask on the series' grid."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
     check_source(sources, masks, "An RTSTRUCT")
     if len(sources) != len(series.sop_uids):
@@ -78,7 +78,8 @@ def rtstruct(series: DicomSeries, sources: Sequence, masks: dict[str, np.ndarray
 
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    # implicit VR: a long contour's ContourData exceeds explicit VR's 64 KiB length limit for DS (as RT systems write)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = RTSTRUCT_SOP_CLASS
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
     ds.SpecificCharacterSet = "ISO_IR 192"
