@@ -109,6 +109,8 @@ SUBCOMMANDS = {
     "projects": "datamint_lightning.data.project_cli",
     "tracking": "datamint_lightning.tracking.tracking_cli",
     "evaluate": "datamint_lightning.training.evaluate_cli",
+    "predict": "datamint_lightning.predict.cli",
+    "export": "datamint_lightning.export.cli",
 }
 
 

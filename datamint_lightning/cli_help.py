@@ -13,6 +13,10 @@ SUBCOMMAND_HELP = {
     "tracking": "where the MLflow store is (env, show) and replaying offline journals",
     "evaluate": "run registered models on a project's split and compare them: evaluate model=<models:/...> "
     "data.project=<name>",
+    "predict": "run a model over a folder, file or DICOMweb study; NIfTI/NRRD/PNG, DICOM SEG, RTSTRUCT or CSV out: "
+    "predict model=<uri> input=<path> output=<folder>",
+    "export": "the network as ONNX or TorchScript with a JSON preprocessing spec, checked against the package: "
+    "export model=<uri> format=onnx output=<file>",
 }
 
 

@@ -38,7 +38,12 @@ def test_torch_model_is_saved_as_config_and_weights(tmp_path):
 
 
 def test_modules_the_networks_package_cannot_describe_are_refused(tmp_path):
-    with pytest.raises(PackagingError, match=r"TorchSegmenter\._torch_model is a Linear .*build_network"):
+    # torch's Linear keeps in_features/out_features but not `bias` (a Parameter): the error says what to add
+    with pytest.raises(
+        PackagingError,
+        match=r"TorchSegmenter\._torch_model is a Linear .* argument\(s\) 'bias' .* Add `self\.bias = bias` .*"
+        r"datamint_init_args = \{'in_features': \.\.\., 'out_features': \.\.\., 'bias': \.\.\.\}",
+    ):
         save_model(TorchSegmenter(torch.nn.Linear(1, 1)), tmp_path / "m")
     model = TorchSegmenter(build_network(TINY_NET))
     model.lookup = object()

@@ -13,6 +13,9 @@ PACKAGE = Path(datamint_lightning.__file__).parent
 # A module may import only from its own layer or a layer listed after it here.
 ALLOWED = {
     "cli": {"cli", "config", "training", "packaging", "serving", "tracking", "networks", "data", "base"},
+    # predict and export sit beside the CLI: they use serving models and packaging, never training
+    "predict": {"predict", "packaging", "serving", "tracking", "networks", "data", "base"},
+    "export": {"export", "packaging", "serving", "tracking", "networks", "data", "base"},
     "training": {"training", "config", "packaging", "tracking", "networks", "data", "base"},
     "config": {"config", "base"},
     "packaging": {"packaging", "serving", "networks", "data", "base"},
@@ -112,6 +115,7 @@ def test_the_checker_sees_an_upward_edge(tmp_path):
     assert layer_of("datamint_lightning.serving.inputs") == "serving"
     assert "training" not in ALLOWED["serving"]
     assert "packaging" not in ALLOWED["tracking"]
+    assert "training" not in ALLOWED["predict"] and "training" not in ALLOWED["export"]
 
 
 def test_no_test_fixtures_ship_in_the_package():

@@ -13,7 +13,7 @@ from typing import Any
 
 from datamint_lightning.errors import ConfigError
 
-LIBRARIES = ("smp", "monai", "torchvision", "timm")
+LIBRARIES = ("smp", "monai", "torchvision", "timm", "python")
 SPEC_FILE = "model_spec.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -28,6 +28,8 @@ def build_network(config: dict[str, Any], library: str = "smp"):
         from datamint_lightning.networks.monai_networks import build_monai_network as build
     elif library in ("torchvision", "timm"):
         from datamint_lightning.networks.classifiers import build_classifier as build
+    elif library == "python":  # the user's own nn.Module class (see python_modules.py)
+        from datamint_lightning.networks.python_modules import build_python_module as build
     else:
         raise ConfigError(f"network library={library!r} is not one of {', '.join(LIBRARIES)}.")
     network = build({**config, "library": library} if library in ("torchvision", "timm") else config)

@@ -175,10 +175,13 @@ def _code_paths(model, code_paths: Sequence[str] | None) -> list[str]:
     the caller's ``code_paths``."""
     package = Path(sys.modules[PACKAGE].__file__).parent
     paths = [str(package)]
-    top = type(model).__module__.split(".")[0]
-    if top != PACKAGE and not _is_installed_distribution(top):
-        origin = Path(sys.modules[top].__file__)
-        paths.append(str(origin.parent if origin.name == "__init__.py" else origin))
+    torch = sys.modules.get("torch")
+    modules = [v for v in vars(model).values() if torch is not None and isinstance(v, torch.nn.Module)]
+    # the model class's module and those of the user's own network classes it holds
+    for top in dict.fromkeys(type(o).__module__.split(".")[0] for o in (model, *modules)):
+        if top != PACKAGE and top != "__main__" and not _is_installed_distribution(top):
+            origin = Path(sys.modules[top].__file__)
+            paths.append(str(origin.parent if origin.name == "__init__.py" else origin))
     for path in code_paths or ():
         if Path(path).resolve() not in {Path(p).resolve() for p in paths}:
             paths.append(str(path))
@@ -192,7 +195,8 @@ def _requirements(model, module_folder: Path, extra: Sequence[str] | None) -> li
     libraries = list(type(model).pip_packages)
     for folder in sorted(module_folder.glob("datamint_module_*")):
         library = json.loads((folder / "model_spec.json").read_text())["network"].get("library", "smp")
-        libraries.append(NETWORK_REQUIREMENTS.get(library, library))
+        if library != "python":  # the user's own class: its code travels with the package
+            libraries.append(NETWORK_REQUIREMENTS.get(library, library))
     return [*default_pip_requirements(libraries), *(extra or ())]
 
 

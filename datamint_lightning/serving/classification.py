@@ -51,9 +51,12 @@ def category_annotations(
     """``category`` annotations for one slice's probabilities (K,).
 
     Multi-class: the top label (dropped when below an explicit ``threshold``). Multi-label: every label whose
-    probability reaches ``threshold``. Each carries every label's score.
+    probability reaches ``threshold``. Each carries every label's score, its ``confidence`` (its probability) and
+    ``entropy``: the normalised predictive entropy in [0, 1] of the softmax (multi-class, the same for every
+    label) or of the label's own yes/no sigmoid (multi-label).
     """
     scores = {name: float(p) for name, p in zip(labels, probs)}
+    entropies = _entropies(np.asarray(probs, np.float64), multilabel)
     if multilabel:
         chosen = [i for i, p in enumerate(probs) if p >= threshold]
     else:
@@ -64,9 +67,21 @@ def category_annotations(
             "type": "category",
             "identifier": labels[i],
             "confidence": float(probs[i]),
+            "entropy": entropies[i],
             "scores": scores,
             "scope": scope,
             **(extra or {}),
         }
         for i in chosen
     ]
+
+
+def _entropies(probs: np.ndarray, multilabel: bool) -> list[float]:
+    """Per label: normalised entropy in [0, 1] (see ``category_annotations``)."""
+    clipped = np.clip(probs, 1e-12, 1.0)
+    if multilabel:
+        other = np.clip(1.0 - probs, 1e-12, 1.0)
+        values = -(probs * np.log(clipped) + (1.0 - probs) * np.log(other)) / np.log(2.0)
+        return [round(float(v), 6) for v in np.clip(values, 0.0, 1.0)]
+    value = float(-(probs * np.log(clipped)).sum() / np.log(len(probs))) if len(probs) > 1 else 0.0
+    return [round(min(max(value, 0.0), 1.0), 6)] * len(probs)

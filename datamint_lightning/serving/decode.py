@@ -30,6 +30,8 @@ def split_items(model_input: Any) -> list[Any]:
 
 def load_input(item: Any, index: int = 0) -> ImageInput | VolumeInput:
     """One prediction input, or a ``PredictionError`` naming the input and what was expected."""
+    if isinstance(item, (ImageInput, VolumeInput)):  # decoded already (in-process callers such as predict)
+        return item
     if isinstance(item, np.ndarray) and item.ndim == 0:  # JSON scalars arrive as 0-d arrays from MLflow
         item = item.item()
     if isinstance(item, (str, Path)):  # confined like {"path": ...} when serving (see path_policy.py)

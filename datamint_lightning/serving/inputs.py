@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from datamint_lightning.data.limits import check_pixels, check_voxels
+from datamint_lightning.data.readers import DicomSeries
 from datamint_lightning.data.volumes import VoxelGrid
 from datamint_lightning.errors import PredictionError, excerpt
 
@@ -92,6 +93,14 @@ def load_resource(resource: Any, index: int) -> ImageInput | VolumeInput:
     if isinstance(loaded, VolumeInput) and loaded.spacing is None and resource.spacing:
         return replace(loaded, spacing=check_spacing(resource.spacing, loaded.source))
     return loaded
+
+
+def series_input(series: DicomSeries, source: str) -> VolumeInput:
+    """A DICOM series read by ``readers.load_dicom_series`` as a display-oriented volume on the series' grid."""
+    grid = series.grid()
+    return VolumeInput(
+        grid.to_display(series.array).astype(np.float32, copy=False), grid.display_spacing, source, grid=grid
+    )
 
 
 def load_path(path: Path, served_root: Path | None = None) -> ImageInput | VolumeInput:

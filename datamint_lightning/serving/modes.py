@@ -31,6 +31,7 @@ PARAM_TYPES: dict[str, str] = {
     "model_name": "string",
     "prompts": "string",
     "log_predictions": "boolean",
+    "entropy_map": "boolean",
 }
 
 Registry = dict[PredictionMode, tuple[Callable, "ModeSpec"]]

@@ -52,23 +52,26 @@ def network_description(module: Any, where: str) -> dict[str, Any]:
     from datamint_lightning.networks import build_network
 
     config = getattr(module, "datamint_network", None)
-    if not isinstance(config, dict):
-        raise PackagingError(
-            f"{where} is a {type(module).__name__} that datamint_lightning.networks cannot "
-            f"describe, so it cannot be saved as config + weights (never as a pickle). Build it "
-            f"with datamint_lightning.networks.build_network(config), or log it with "
-            f"mlflow.pytorch.log_model and pass its URI in mlflow_torch_models_uri."
-        )
-    config = {**config, **({"encoder_weights": None} if "encoder_weights" in config else {})}
-    with torch.device("meta"):
-        rebuilt = build_network(config)
+    hint = "rebuild it with build_network"
+    if isinstance(config, dict):
+        config = {**config, **({"encoder_weights": None} if "encoder_weights" in config else {})}
+    else:  # the user's own class: import path + constructor arguments
+        from datamint_lightning.networks.python_modules import describe_module, mismatch_hint
+
+        config = describe_module(module, where)
+        hint = mismatch_hint(config)
+    try:
+        with torch.device("meta"):
+            rebuilt = build_network(config)
+    except Exception as error:
+        raise PackagingError(f"{where} cannot be rebuilt from {config}: {error}; {hint}.") from error
     expected = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
     actual = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     if expected != actual:
         different = sorted(set(expected.items()) ^ set(actual.items()))[:3]
         raise PackagingError(
             f"{where} no longer matches the network config it was built from {config} "
-            f"(parameters differ, e.g. {different}); rebuild it with build_network."
+            f"(parameters differ, e.g. {different}); {hint}."
         )
     return config
 

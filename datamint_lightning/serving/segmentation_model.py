@@ -25,7 +25,7 @@ from datamint_lightning.serving.slicing import check_axis, check_index, require_
 
 SPEC_ARTIFACT = "model_spec"  # JSON: network config, labels, preprocessing, settings
 WEIGHTS_ARTIFACT = "weights"  # safetensors state dict of the network
-COMMON_PARAMS = ("confidence_threshold", "threshold", "batch_size")
+COMMON_PARAMS = ("confidence_threshold", "threshold", "batch_size", "entropy_map")
 Annotations = list[list[dict[str, Any]]]
 
 
@@ -102,15 +102,18 @@ class DatamintSegmentationModel(DatamintModel):
         threshold: float | None,
         extra: dict[str, Any] | None = None,
         display_8bit: bool = False,
+        entropy_map: Any = False,
     ) -> list[dict[str, Any]]:
         from datamint_lightning.serving.segmentation import mask_annotations, with_warning
 
-        annotations = mask_annotations(label_map, probs, self.labels, scope, threshold, extra)
+        annotations = mask_annotations(
+            label_map, probs, self.labels, scope, threshold, extra, entropy_map=bool(entropy_map)
+        )
         return with_warning(annotations, self.preprocessing.mismatch(display_8bit))
 
     @prediction_mode(PredictionMode.IMAGE, param_keys=COMMON_PARAMS, fallback_to_default=False)
     def predict_image(
-        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, entropy_map=False
     ) -> Annotations:
         """2D images, batched across inputs that share a grid and an intensity convention."""
         threshold = resolve_threshold(self.settings, confidence_threshold, threshold)
@@ -127,13 +130,13 @@ class DatamintSegmentationModel(DatamintModel):
             label_maps, probs = self._segment(np.stack([inputs[i].array for i in indices]), display_8bit, batch_size)
             for position, index in enumerate(indices):
                 results[index] = self._annotate(
-                    label_maps[position], probs[position], "image", threshold, display_8bit=display_8bit
+                    label_maps[position], probs[position], "image", threshold, None, display_8bit, entropy_map
                 )
         return results
 
     @prediction_mode(PredictionMode.VOLUME, param_keys=(*COMMON_PARAMS, "axis"), fallback_to_default=False)
     def predict_volume(
-        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0, entropy_map=False
     ) -> Annotations:
         """Every slice along ``axis`` (of the display orientation); masks on the input file's own voxel grid."""
         from datamint_lightning.serving.segmentation import on_input_grid
@@ -149,6 +152,7 @@ class DatamintSegmentationModel(DatamintModel):
                 "volume",
                 threshold,
                 {"axis": axis},
+                entropy_map=entropy_map,
             )
             results.append(on_input_grid(annotations, volume))
         return results
@@ -157,12 +161,19 @@ class DatamintSegmentationModel(DatamintModel):
         PredictionMode.SLICE, param_keys=(*COMMON_PARAMS, "slice_index", "axis"), fallback_to_default=False
     )
     def predict_slice(
-        self, inputs: list[Any], slice_index, confidence_threshold=None, threshold=None, batch_size=None, axis=0
+        self,
+        inputs: list[Any],
+        slice_index,
+        confidence_threshold=None,
+        threshold=None,
+        batch_size=None,
+        axis=0,
+        entropy_map=False,
     ) -> Annotations:
         """One slice (``slice_index`` along ``axis``) of each volume, batched across the volumes."""
         threshold, axis = resolve_threshold(self.settings, confidence_threshold, threshold), check_axis(axis)
         indices = [check_index(slice_index, require_volume(item, "slice"), axis) for item in inputs]
-        return self._predict_slices(inputs, [[i] for i in indices], axis, threshold, batch_size, single=True)
+        return self._predict_slices(inputs, [[i] for i in indices], axis, threshold, batch_size, entropy_map, True)
 
     @prediction_mode(
         PredictionMode.SLICE_RANGE,
@@ -178,6 +189,7 @@ class DatamintSegmentationModel(DatamintModel):
         threshold=None,
         batch_size=None,
         axis=0,
+        entropy_map=False,
     ) -> Annotations:
         """Slices ``slice_start`` to ``slice_stop`` (exclusive, like Python; default: to the end) along ``axis``."""
         threshold, axis = resolve_threshold(self.settings, confidence_threshold, threshold), check_axis(axis)
@@ -193,11 +205,11 @@ class DatamintSegmentationModel(DatamintModel):
             if stop <= start:
                 raise PredictionError(f"slice_stop={slice_stop} must be greater than slice_start={slice_start}.")
             ranges.append(list(range(start, stop)))
-        return self._predict_slices(inputs, ranges, axis, threshold, batch_size)
+        return self._predict_slices(inputs, ranges, axis, threshold, batch_size, entropy_map)
 
     @prediction_mode(PredictionMode.PRIMARY_SLICE, param_keys=(*COMMON_PARAMS, "axis"))
     def predict_primary_slice(
-        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0, entropy_map=False
     ) -> Annotations:
         """The key slice each volume names (``primary_slice``), else its middle slice along ``axis``.
 
@@ -214,7 +226,7 @@ class DatamintSegmentationModel(DatamintModel):
             ]
             for item in inputs
         ]
-        return self._predict_slices(inputs, indices, axis, threshold, batch_size, single=True)
+        return self._predict_slices(inputs, indices, axis, threshold, batch_size, entropy_map, True)
 
     def _predict_slices(
         self,
@@ -223,6 +235,7 @@ class DatamintSegmentationModel(DatamintModel):
         axis: int,
         threshold: float | None,
         batch_size: Any,
+        entropy_map: Any = False,
         single: bool = False,
     ) -> Annotations:
         """Chosen slices of several volumes, one batched pass per slice shape; ``single``: one slice, 2D masks."""
@@ -242,23 +255,26 @@ class DatamintSegmentationModel(DatamintModel):
         for position, chosen in enumerate(indices):
             label_map, probs = outputs[position]
             if single:
-                results.append(
-                    self._annotate(label_map[0], probs[0], "slice", threshold, {"slice_index": chosen[0], "axis": axis})
-                )
+                extra = {"slice_index": chosen[0], "axis": axis}
+                results.append(self._annotate(label_map[0], probs[0], "slice", threshold, extra, False, entropy_map))
             else:
-                results.append(
-                    self._annotate(label_map, probs, "slice", threshold, {"slice_indices": chosen, "axis": axis})
-                )
+                extra = {"slice_indices": chosen, "axis": axis}
+                results.append(self._annotate(label_map, probs, "slice", threshold, extra, False, entropy_map))
         return results
 
     def predict_default(
-        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, axis=0, entropy_map=False
     ) -> Annotations:
         """Mixed images and volumes: images batched as in ``image``, volumes as in ``volume``."""
         images = [i for i, item in enumerate(inputs) if isinstance(item, ImageInput)]
         volumes = [i for i, item in enumerate(inputs) if not isinstance(item, ImageInput)]
         results: list[Any] = [None] * len(inputs)
-        common = {"confidence_threshold": confidence_threshold, "threshold": threshold, "batch_size": batch_size}
+        common = {
+            "confidence_threshold": confidence_threshold,
+            "threshold": threshold,
+            "batch_size": batch_size,
+            "entropy_map": entropy_map,
+        }
         if images:
             for index, annotations in zip(images, self.predict_image([inputs[i] for i in images], **common)):
                 results[index] = annotations

@@ -18,6 +18,7 @@ from datamint_lightning.serving.datamint_model import DatamintModel
 from datamint_lightning.serving.enums import PredictionMode, TaskType
 from datamint_lightning.serving.modes import prediction_mode
 from datamint_lightning.serving.segmentation_model import (
+    COMMON_PARAMS,
     SPEC_ARTIFACT,
     WEIGHTS_ARTIFACT,
     Annotations,
@@ -59,11 +60,9 @@ class DatamintVolumeSegmentationModel(DatamintModel):
             self.network, volume.array, volume.spacing, self.settings, self.inference_device, windows
         )
 
-    @prediction_mode(
-        PredictionMode.VOLUME, param_keys=("confidence_threshold", "threshold", "batch_size"), fallback_to_default=False
-    )
+    @prediction_mode(PredictionMode.VOLUME, param_keys=COMMON_PARAMS, fallback_to_default=False)
     def predict_volume(
-        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, entropy_map=False
     ) -> Annotations:
         """Each volume whole; ``batch_size`` is the number of windows per forward pass."""
         from datamint_lightning.serving.segmentation import mask_annotations, on_input_grid
@@ -73,17 +72,25 @@ class DatamintVolumeSegmentationModel(DatamintModel):
         results = []
         for item in inputs:
             volume, (label_map, probs) = self._segment(item, "volume", batch_size)
-            annotations = mask_annotations(label_map, probs, self.labels, "volume", threshold, class_axis=0)
+            annotations = mask_annotations(
+                label_map, probs, self.labels, "volume", threshold, class_axis=0, entropy_map=bool(entropy_map)
+            )
             results.append(on_input_grid(annotations, volume))
         return results
 
     @prediction_mode(
         PredictionMode.SLICE,
-        param_keys=("slice_index", "confidence_threshold", "threshold", "batch_size"),
+        param_keys=("slice_index", *COMMON_PARAMS),
         fallback_to_default=False,
     )
     def predict_slice(
-        self, inputs: list[Any], slice_index, confidence_threshold=None, threshold=None, batch_size=None
+        self,
+        inputs: list[Any],
+        slice_index,
+        confidence_threshold=None,
+        threshold=None,
+        batch_size=None,
+        entropy_map=False,
     ) -> Annotations:
         """The axial slice ``slice_index`` of each volume, cut from the whole-volume prediction (3D context)."""
         from datamint_lightning.serving.segmentation import mask_annotations
@@ -103,11 +110,12 @@ class DatamintVolumeSegmentationModel(DatamintModel):
                     threshold,
                     {"slice_index": index, "axis": 0},
                     class_axis=0,
+                    entropy_map=bool(entropy_map),
                 )
             )
         return results
 
     def predict_default(
-        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None
+        self, inputs: list[Any], confidence_threshold=None, threshold=None, batch_size=None, entropy_map=False
     ) -> Annotations:
-        return self.predict_volume(inputs, confidence_threshold, threshold, batch_size)
+        return self.predict_volume(inputs, confidence_threshold, threshold, batch_size, entropy_map)

@@ -13,12 +13,12 @@ import math
 import tempfile
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datamint_lightning.errors import ConfigError
+from datamint_lightning.packaging.model_source import ModelUnderTest, describe_model
 
 log = logging.getLogger("datamint_lightning")
 
@@ -34,104 +34,12 @@ CASES_TABLE = "evaluation/cases.json"
 
 
 @dataclass
-class ModelUnderTest:
-    """What the model's MLmodel says: enough to check it against a project before loading any weights."""
-
-    uri: str
-    model_id: str | None
-    task_type: str
-    labels: list[str]
-    supported_modes: list[str]
-    local_path: str  # the model's folder on this machine
-
-
-@dataclass
 class Evaluation:
     model: ModelUnderTest
     cases: list[dict[str, Any]]  # one row per case (and label, for segmentation)
     summary: dict[str, float]  # eval/<metric> -> value
     run_id: str | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def describe_model(uri: str, store_uri: str, workdir: str | Path) -> ModelUnderTest:
-    """Read the model's MLmodel and check it is a Datamint model, then fetch the model into ``workdir`` (a model
-    folder on this machine is read where it is). Only the MLmodel file is fetched before that check, so a URI
-    naming anything but a model (``file:///etc``) copies nothing. ``ConfigError`` when the URI does not resolve
-    to a Datamint model. Explicit URIs throughout: nothing changes MLflow's global tracking URI."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
-    try:
-        local = _local_model(uri)
-        location = None if local is not None else _location(uri, store_uri)
-        mlmodel = Model.load(str(local or _download(f"{location.rstrip('/')}/MLmodel", store_uri, workdir)))
-    except (MlflowException, OSError) as error:
-        reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
-        raise ConfigError(
-            f"model={uri!r} does not resolve: {reason}. Use models:/<name>/<version>, "
-            "models:/<name>@champion, models:/m-<id>, runs:/<run id>/<path> or a model folder (and run where the "
-            "MLflow store is, or set MLFLOW_TRACKING_URI)."
-        ) from None
-    flavor = mlmodel.flavors.get("datamint")
-    if not flavor:
-        raise ConfigError(f"model={uri!r} is not a Datamint model (its MLmodel has no 'datamint' flavor).")
-    if local is None:
-        try:
-            local = _download(location, store_uri, workdir)
-        except (MlflowException, OSError) as error:
-            raise ConfigError(f"model={uri!r}: cannot download it: {str(error).splitlines()[0][:300]}") from None
-    labels = [spec["identifier"] for spec in flavor.get("annotation_specs") or []]
-    return ModelUnderTest(
-        uri,
-        getattr(mlmodel, "model_id", None),
-        flavor.get("task_type", ""),
-        labels,
-        list(flavor.get("supported_modes") or []),
-        str(local),
-    )
-
-
-def _local_model(uri: str) -> Path | None:
-    """The model folder a local path or ``file:`` URI names (it must hold an MLmodel file); None for other URIs."""
-    from mlflow.utils.file_utils import local_file_uri_to_path
-    from mlflow.utils.uri import is_local_uri
-
-    if "://" in uri and not uri.startswith("file:"):
-        return None
-    if uri.startswith("file:"):
-        path = Path(local_file_uri_to_path(uri))
-    elif Path(uri).exists() or is_local_uri(uri):
-        path = Path(uri)
-    else:
-        return None
-    if not (path / "MLmodel").is_file():
-        raise OSError(f"{path} is not an MLflow model folder (it has no MLmodel file)")
-    return path
-
-
-def _location(uri: str, store_uri: str) -> str:
-    """Where a model URI's files are. ``models:/`` and ``runs:/`` URIs are resolved with a client of ``store_uri``:
-    MLflow's own resolution reads the global tracking/registry URI whatever ``download_artifacts`` is given."""
-    from mlflow import MlflowClient
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-    client = MlflowClient(store_uri, registry_uri=store_uri)
-    if uri.startswith("models:/m-") and "/" not in uri[len("models:/") :]:  # a LoggedModel by id
-        return client.get_logged_model(uri[len("models:/") :]).artifact_location
-    if uri.startswith("models:/"):
-        return client.get_model_version_download_uri(*get_model_name_and_version(client, uri))
-    if uri.startswith("runs:/"):  # likewise: MLflow would open the default store to find the run
-        run_id, _, path = uri[len("runs:/") :].partition("/")
-        return f"{client.get_run(run_id).info.artifact_uri}/{path}"
-    return uri
-
-
-def _download(location: str, store_uri: str, workdir: str | Path) -> Path:
-    from mlflow.artifacts import download_artifacts
-
-    destination = Path(workdir) / str(len(list(Path(workdir).iterdir())))
-    return Path(download_artifacts(artifact_uri=location, dst_path=str(destination), tracking_uri=store_uri))
 
 
 def check_compatible(model: ModelUnderTest, project) -> None:
